@@ -1,0 +1,24 @@
+"""rlaux: UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C."""
+
+from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO
+from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy
+from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
+from rlaux.tasks import TASKS, AuxTask, make_tasks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "TASKS",
+    "AuxA2C",
+    "AuxActorCriticCnnPolicy",
+    "AuxActorCriticPolicy",
+    "AuxPPO",
+    "AuxReplayBuffer",
+    "AuxTask",
+    "ConfigError",
+    "ReplayBatch",
+    "ReplayRequest",
+    "make_tasks",
+]

@@ -1,0 +1,170 @@
+"""``AuxPPO`` and ``AuxA2C``: SB3's PPO and A2C with auxiliary tasks.
+
+The subclasses stay thin. They swap in a policy that owns the heads, feed the
+replay from a callback at every env step, join the auxiliary losses through an
+optimizer step pre-hook (see ``rlaux.objective``) and log the task metrics
+after each ``train()``. With no task none of that is installed, and they
+behave exactly as SB3's PPO and A2C.
+
+Feeding the replay from a callback's ``_on_step``: there the raw rewards are
+still untouched (``collect_rollouts`` adds the bootstrap of truncated episodes
+to them in place right after), and the observation acted on, the action and the
+episode-start flags are at hand, in time order per env. The rollout buffer is
+no use for this: ``get()`` flattens and shuffles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecEnvWrapper
+
+from rlaux.errors import ConfigError
+from rlaux.objective import AuxiliaryObjective
+from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy, AuxMultiInputActorCriticPolicy
+from rlaux.replay import AuxReplayBuffer
+from rlaux.tasks import AuxTask, make_tasks
+
+
+class ReplayFeeder(BaseCallback):
+    """Adds each vectorised step to the model's auxiliary replay."""
+
+    def _on_step(self) -> bool:
+        model = self.model
+        model.aux_replay.add(
+            model._last_obs,
+            self.locals["actions"],
+            self.locals["rewards"],
+            self.locals["dones"],
+            model._last_episode_starts,
+        )
+        return True
+
+
+def frame_stack_of(env: VecEnv) -> int:
+    """Stack size of the ``VecFrameStack`` in a VecEnv's wrapper chain (1 if none)."""
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, VecFrameStack):
+            return env.stacked_obs.n_stack
+        env = env.venv
+    return 1
+
+
+class AuxAlgorithmMixin:
+    """What AuxPPO and AuxA2C add to their SB3 base class.
+
+    :param aux_tasks: task names, a comma-separated string, or task objects.
+    :param aux_weights: task name -> weight lambda_k, overriding the defaults.
+    :param aux_task_kwargs: task name -> constructor arguments.
+    :param aux_replay_capacity: steps kept per env in the auxiliary replay (UNREAL: 2,000).
+    """
+
+    algo_name: ClassVar[str]
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": AuxActorCriticPolicy,
+        "CnnPolicy": AuxActorCriticCnnPolicy,
+        "MultiInputPolicy": AuxMultiInputActorCriticPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[AuxActorCriticPolicy],
+        env: Any,
+        *args: Any,
+        aux_tasks: str | Iterable[str | AuxTask] | None = (),
+        aux_weights: Mapping[str, float] | None = None,
+        aux_task_kwargs: Mapping[str, Mapping] | None = None,
+        aux_replay_capacity: int = 2000,
+        policy_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        policy_kwargs = dict(policy_kwargs or {})
+        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.algo_name, aux_task_kwargs)
+        if aux_replay_capacity < 2:
+            raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
+        self.aux_replay_capacity = aux_replay_capacity
+        self.aux_replay: AuxReplayBuffer | None = None
+        self.aux_objective: AuxiliaryObjective | None = None
+        super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
+
+    @property
+    def aux_tasks(self) -> list[AuxTask]:
+        return self.policy.aux_tasks
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if not self.aux_tasks:
+            return
+        for task in self.aux_tasks:
+            task.check(self.observation_space, self.action_space)
+        if any(t.replay_request() for t in self.aux_tasks) and isinstance(self.observation_space, spaces.Dict):
+            raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
+        self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm)
+
+    def _make_replay(self) -> None:
+        """A replay sized for the current env, made at the start of ``learn``."""
+        env = self.env
+        stack = frame_stack_of(env) if is_image_space(self.observation_space) else 1
+        for task in self.aux_tasks:
+            request = task.replay_request()
+            if request is not None and request.n_obs + stack > self.aux_replay_capacity:
+                raise ConfigError(
+                    f"aux task '{task.name}' samples {request.n_obs} steps, more than aux_replay_capacity="
+                    f"{self.aux_replay_capacity} allows: raise the capacity or shorten the sequences"
+                )
+        replay = self.aux_replay
+        if replay is None or replay.n_envs != env.num_envs:
+            self.aux_replay = AuxReplayBuffer(
+                self.aux_replay_capacity,
+                env.num_envs,
+                self.observation_space,
+                self.action_space,
+                frame_stack=stack,
+                seed=None if self.seed is None else self.seed + 1_000_003,
+            )
+
+    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
+        if self.aux_objective is not None:
+            self._make_replay()
+            if callback is None:
+                callbacks = []
+            elif isinstance(callback, list):
+                callbacks = callback
+            else:
+                callbacks = [callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)]
+            callback = [ReplayFeeder(), *callbacks]
+        return super()._init_callback(callback, progress_bar)
+
+    def train(self) -> None:
+        super().train()
+        if self.aux_objective is not None:
+            self.aux_objective.record(self.logger)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "aux_replay", "aux_objective"]
+
+    def aux_loss(self) -> Any:
+        """The current weighted auxiliary loss on fresh replay batches (for inspection and tests)."""
+        return None if self.aux_objective is None else self.aux_objective.loss()
+
+
+class AuxPPO(AuxAlgorithmMixin, PPO):
+    """SB3 PPO with auxiliary tasks: ``AuxPPO("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
+
+    algo_name = "ppo"
+
+
+class AuxA2C(AuxAlgorithmMixin, A2C):
+    """SB3 A2C with auxiliary tasks: ``AuxA2C("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
+
+    algo_name = "a2c"
+
+
+ALGORITHMS: dict[str, type[AuxPPO] | type[AuxA2C]] = {"ppo": AuxPPO, "a2c": AuxA2C}

@@ -1,0 +1,113 @@
+"""How the auxiliary losses join SB3's RL loss: an optimizer step pre-hook.
+
+SB3's ``PPO.train`` and ``A2C.train`` build the RL loss, call ``backward``, clip
+the gradient norm of ``policy.parameters()`` to ``max_grad_norm`` and step
+``policy.optimizer``; there is no hook for an extra loss. Rather than copying
+those ~100-line methods (as sb3-contrib does), rlaux registers
+``torch.optim.Optimizer.register_step_pre_hook`` on the policy's optimizer: just
+before each step, it samples the replay, computes ``sum_k lambda_k L_aux_k``,
+back-propagates it into the gradients SB3 has just computed, and clips the sum
+again. So every optimizer step of PPO (each minibatch) and of A2C (each update)
+optimises L_rl + sum_k lambda_k L_aux_k, with one mechanism for both and no SB3
+code copied.
+
+Clipping, decided: the gradient stepped is ``clip(clip(g_rl) + g_aux)`` with both
+clips at ``max_grad_norm``. The inner clip is SB3's own, untouched, so with no
+auxiliary task (or zero weights) the update is exactly SB3's; the outer one
+bounds the step as SB3 intends.
+
+Numerical faults: when the auxiliary loss or the summed gradient is not
+finite, the gradients are dropped (set to ``None``), so the optimizer skips the
+update entirely (its moments and step count are left alone); the skip is
+counted and logged as ``aux/skipped_updates``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import torch as th
+from stable_baselines3.common.logger import Logger
+
+from rlaux.policy import AuxActorCriticPolicy
+from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
+from rlaux.tasks.base import AuxTask
+
+
+class AuxiliaryObjective:
+    """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
+
+    :param replay: returns the current replay buffer (``None`` before the first rollout).
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[AuxTask],
+        policy: AuxActorCriticPolicy,
+        replay: Callable[[], AuxReplayBuffer | None],
+        max_grad_norm: float,
+    ) -> None:
+        self.tasks = list(tasks)
+        self.policy = policy
+        self.replay = replay
+        self.max_grad_norm = max_grad_norm
+        self.skipped_updates = 0
+        self._sums: dict[str, th.Tensor] = defaultdict(lambda: th.zeros((), device=policy.device))
+        self._counts: dict[str, int] = defaultdict(int)
+        self._handle = policy.optimizer.register_step_pre_hook(self._before_step)
+
+    def detach(self) -> None:
+        self._handle.remove()
+
+    def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        with th.enable_grad():
+            total = self.loss()
+        if total is not None:
+            if not th.isfinite(total):
+                return self._skip(params)
+            total.backward()
+        norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if not th.isfinite(norm):
+            self._skip(params)
+
+    def loss(self) -> th.Tensor | None:
+        """sum_k lambda_k L_aux_k on fresh replay batches (one per distinct request), or None."""
+        replay = self.replay()
+        if replay is None:
+            return None
+        batches: dict[ReplayRequest, ReplayBatch] = {}
+        total = None
+        for task in self.tasks:
+            request = task.replay_request()
+            if request is None or not replay.can_sample(request):
+                continue
+            if request not in batches:
+                batches[request] = replay.sample(request, self.policy.device)
+            loss, metrics = task.loss(self.policy, self.policy.aux_head(task.name), batches[request])
+            self._accumulate(task.name, {"loss": loss.detach(), **metrics})
+            weighted = task.weight * loss
+            total = weighted if total is None else total + weighted
+        return total
+
+    def _skip(self, params: Sequence[th.Tensor]) -> None:
+        for p in params:
+            p.grad = None
+        self.skipped_updates += 1
+
+    def _accumulate(self, task: str, metrics: dict[str, th.Tensor]) -> None:
+        for key, value in metrics.items():
+            name = f"aux/{task}/{key}"
+            self._sums[name] = self._sums[name] + value.detach().to(self._sums[name].device, th.float32)
+            self._counts[name] += 1
+
+    def record(self, logger: Logger) -> None:
+        """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
+        for name, total in self._sums.items():
+            logger.record(name, (total / self._counts[name]).item())
+        for task in self.tasks:
+            logger.record(f"aux/{task.name}/weight", task.weight)
+        logger.record("aux/skipped_updates", self.skipped_updates)
+        self._sums.clear()
+        self._counts.clear()

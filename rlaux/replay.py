@@ -1,0 +1,231 @@
+"""The auxiliary replay: a small ring buffer of recent experience per vectorised env.
+
+UNREAL samples its auxiliary tasks from a buffer of the most recent frames
+(about 2,000 per actor). This one holds, for each env of a ``VecEnv``, the last
+``capacity`` steps: the observation the agent acted on, its action, the raw
+reward and whether the episode ended there. Sampling returns whole sequences of
+consecutive steps of one env that never cross an episode end, drawn uniformly
+or skewed so that half of them end in a rewarding step.
+
+Memory: images are kept as uint8. With frame stacking (``VecFrameStack``), only
+the newest frame of each observation is stored and the stacks are rebuilt at
+sampling time, zero-padded at episode starts exactly as ``VecFrameStack`` does,
+which divides the memory by the stack size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch as th
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
+
+from rlaux.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """What a task asks of the replay. Tasks with equal requests share one sampled batch.
+
+    ``seq_len`` transitions per sequence; ``next_obs`` adds the observation after
+    the last one (so ``seq_len + 1`` observations). ``skewed``: each sequence ends
+    in a rewarding step (``|r| > reward_threshold``) with probability 0.5.
+    ``allow_episode_end``: the last transition may end its episode (then the
+    next observation belongs to the next episode and ``dones[:, -1]`` says so).
+    """
+
+    seq_len: int
+    batch_size: int
+    next_obs: bool = False
+    skewed: bool = False
+    reward_threshold: float = 0.0
+    allow_episode_end: bool = True
+
+    @property
+    def n_obs(self) -> int:
+        return self.seq_len + int(self.next_obs)
+
+
+@dataclass
+class ReplayBatch:
+    """Sequences sampled from the replay, as tensors on the training device.
+
+    Shapes, with B sequences of T = ``seq_len`` transitions:
+    ``obs`` [B, T(+1), *obs_shape] (uint8 for images), ``actions`` [B, T, *action_shape],
+    ``rewards`` [B, T] float32 (raw env rewards), ``dones`` [B, T] float32
+    (1 where the episode ended at that step: only the last step can be 1).
+    ``rewarding_share`` is the share of sequences ending in a rewarding step.
+    """
+
+    obs: th.Tensor
+    actions: th.Tensor
+    rewards: th.Tensor
+    dones: th.Tensor
+    rewarding_share: float
+    skew_fallback: bool = False
+    _cache: dict[str, Any] | None = None
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Compute a value once per batch (e.g. encoder features shared by several tasks)."""
+        if self._cache is None:
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+
+class AuxReplayBuffer:
+    """Ring buffer of the last ``capacity`` steps of each of ``n_envs`` envs.
+
+    :param capacity: steps (frames) kept per env.
+    :param observation_space: the (channel-first) observation space of the VecEnv.
+    :param frame_stack: stack size of a ``VecFrameStack`` around the env (1: none);
+        images are then stored one frame per step and restacked on sampling.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        n_envs: int,
+        observation_space: spaces.Box,
+        action_space: spaces.Space,
+        frame_stack: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        if capacity < 2:
+            raise ConfigError(f"replay capacity {capacity} is too small: need at least 2 steps per env")
+        obs_shape = tuple(observation_space.shape)
+        if frame_stack > 1 and (len(obs_shape) != 3 or obs_shape[0] % frame_stack):
+            raise ConfigError(f"frame_stack={frame_stack} does not divide the channels of observations {obs_shape}")
+        self.capacity = capacity
+        self.n_envs = n_envs
+        self.obs_shape = obs_shape
+        self.frame_stack = frame_stack
+        frame_shape = (obs_shape[0] // frame_stack, *obs_shape[1:]) if frame_stack > 1 else obs_shape
+        action_shape = tuple(action_space.shape or ())
+        self.frames = np.zeros((capacity, n_envs, *frame_shape), dtype=observation_space.dtype)
+        self.actions = np.zeros((capacity, n_envs, *action_shape), dtype=action_space.dtype or np.float32)
+        self.rewards = np.zeros((capacity, n_envs), dtype=np.float32)
+        self.dones = np.zeros((capacity, n_envs), dtype=bool)
+        self.episode_step = np.zeros((capacity, n_envs), dtype=np.int64)  # steps since the episode began
+        self.pos = 0  # next slot to write
+        self.size = 0  # filled slots per env
+        self.rng = np.random.default_rng(seed)
+        self._valid_ends: dict[tuple, np.ndarray] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.frames, self.actions, self.rewards, self.dones, self.episode_step))
+
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        dones: np.ndarray,
+        episode_starts: np.ndarray,
+    ) -> None:
+        """Store one vectorised step: ``obs`` [n_envs, *obs_shape] acted on, and what followed.
+
+        ``episode_starts[i]`` says ``obs[i]`` begins an episode (SB3's ``_last_episode_starts``);
+        a start that follows no stored end (a reset between ``learn`` calls) closes the
+        previous episode, so no sequence ever spans it.
+        """
+        starts = np.asarray(episode_starts, dtype=bool)
+        prev = (self.pos - 1) % self.capacity
+        if self.size:
+            self.dones[prev] |= starts
+            step = np.where(starts, 0, self.episode_step[prev] + 1)
+        else:
+            step = np.zeros(self.n_envs, dtype=np.int64)
+        frame = obs[:, -self.frames.shape[2] :] if self.frame_stack > 1 else obs
+        self.frames[self.pos] = frame
+        self.actions[self.pos] = np.asarray(actions).reshape(self.actions.shape[1:])
+        self.rewards[self.pos] = rewards
+        self.dones[self.pos] = dones
+        self.episode_step[self.pos] = step
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        self._valid_ends.clear()
+
+    def _ages(self) -> np.ndarray:
+        """Age of each slot: 0 for the newest, ``size - 1`` for the oldest, -1 when empty."""
+        age = (self.pos - 1 - np.arange(self.capacity)) % self.capacity
+        return np.where(age < self.size, age, -1)
+
+    def valid_ends(self, request: ReplayRequest) -> np.ndarray:
+        """Flat indices (slot * n_envs + env) where a sequence of the request may end."""
+        key = (request.seq_len, request.allow_episode_end)
+        if key not in self._valid_ends:
+            span = request.seq_len - 1
+            age = self._ages()[:, None]
+            # The next observation must be stored (age >= 1); the first one, with its frame stack, too.
+            ok = (age >= 1) & (age + span + self.frame_stack - 1 <= self.size - 1) & (self.episode_step >= span)
+            if not request.allow_episode_end:
+                ok &= ~self.dones
+            self._valid_ends[key] = np.flatnonzero(ok)
+        return self._valid_ends[key]
+
+    def can_sample(self, request: ReplayRequest) -> bool:
+        return self.valid_ends(request).size > 0
+
+    def sample(self, request: ReplayRequest, device: th.device | str = "cpu") -> ReplayBatch:
+        """Draw ``request.batch_size`` sequences (vectorised, no loop per item)."""
+        ends = self.valid_ends(request)
+        if ends.size == 0:
+            raise ValueError(f"the replay holds no sequence of {request.seq_len} steps yet")
+        end_rewarding = np.abs(self.rewards.reshape(-1)[ends]) > request.reward_threshold
+        fallback = False
+        if request.skewed:
+            rewarding, plain = ends[end_rewarding], ends[~end_rewarding]
+            if rewarding.size and plain.size:
+                want_reward = self.rng.random(request.batch_size) < 0.5
+                picked = np.where(
+                    want_reward,
+                    rewarding[self.rng.integers(rewarding.size, size=request.batch_size)],
+                    plain[self.rng.integers(plain.size, size=request.batch_size)],
+                )
+            else:  # all or none of the steps are rewarding: skewing is impossible
+                fallback = True
+                picked = ends[self.rng.integers(ends.size, size=request.batch_size)]
+        else:
+            picked = ends[self.rng.integers(ends.size, size=request.batch_size)]
+        end_slot, env = np.divmod(picked, self.n_envs)
+        offsets = np.arange(request.n_obs) - (request.seq_len - 1)
+        slots = (end_slot[:, None] + offsets[None, :]) % self.capacity  # [B, n_obs]
+        envs = env[:, None]
+        step_slots, step_envs = slots[:, : request.seq_len], envs
+        rewards = self.rewards[step_slots, step_envs]
+        batch = ReplayBatch(
+            obs=_to_device(self._observations(slots, envs), device),
+            actions=_to_device(self.actions[step_slots, step_envs], device),
+            rewards=_to_device(rewards, device),
+            dones=_to_device(self.dones[step_slots, step_envs].astype(np.float32), device),
+            rewarding_share=float(np.mean(np.abs(rewards[:, -1]) > request.reward_threshold)),
+            skew_fallback=fallback,
+        )
+        return batch
+
+    def _observations(self, slots: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """Observations at ``slots`` [B, N] of ``envs`` [B, 1], restacked when frames are stored."""
+        if self.frame_stack == 1:
+            return self.frames[slots, envs]
+        k = self.frame_stack
+        back = np.arange(k - 1, -1, -1)  # frames back from the newest, oldest first
+        stack_slots = (slots[..., None] - back) % self.capacity  # [B, N, k]
+        frames = self.frames[stack_slots, envs[..., None]]  # [B, N, k, C, H, W]
+        in_episode = back <= self.episode_step[slots, envs][..., None]  # [B, N, k]
+        frames *= in_episode[..., None, None, None].astype(frames.dtype)
+        b, n = slots.shape
+        return frames.reshape(b, n, *self.obs_shape)
+
+
+def _to_device(array: np.ndarray, device: th.device | str) -> th.Tensor:
+    tensor = th.from_numpy(np.ascontiguousarray(array))
+    if th.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor

@@ -1,0 +1,75 @@
+"""Auxiliary tasks: one module each, and the registry that names them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rlaux.errors import ConfigError
+from rlaux.tasks.base import AuxTask, check_weight
+from rlaux.tasks.reward_prediction import RewardPrediction
+
+#: Task name -> class. A new task is one module plus one entry here.
+TASKS: dict[str, type[AuxTask]] = {
+    RewardPrediction.name: RewardPrediction,
+}
+
+#: Names that stand for several tasks.
+BUNDLES: dict[str, tuple[str, ...]] = {}
+
+
+def available() -> list[str]:
+    return sorted([*TASKS, *BUNDLES])
+
+
+def parse_names(spec: str | Iterable[str] | None) -> list[str]:
+    """``"reward_pred,pixel_control"``, ``"none"``, a bundle or a list -> task names (bundles expanded)."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in (i.strip() for i in items):
+        if item in ("", "none"):
+            continue
+        expanded = BUNDLES.get(item, (item,))
+        for name in expanded:
+            if name not in TASKS:
+                raise ConfigError(f"unknown aux task '{name}': choose from {', '.join(available())} or 'none'")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def make_tasks(
+    tasks: str | Iterable[str | AuxTask] | None,
+    weights: Mapping[str, float] | None = None,
+    algo: str = "ppo",
+    task_kwargs: Mapping[str, Mapping] | None = None,
+) -> list[AuxTask]:
+    """Build task objects from names (or pass task objects through), with weights for ``algo``.
+
+    ``weights`` maps task names to lambda_k and overrides the defaults; ``task_kwargs``
+    maps task names to constructor arguments.
+    """
+    weights = dict(weights or {})
+    task_kwargs = task_kwargs or {}
+    items = [tasks] if isinstance(tasks, (str, AuxTask)) else list(tasks or [])
+    built: list[AuxTask] = []
+    for item in items:
+        if isinstance(item, AuxTask):
+            built.append(item)
+        else:
+            built.extend(TASKS[name](**dict(task_kwargs.get(name, {}))) for name in parse_names(item))
+    names = [t.name for t in built]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"aux tasks must be distinct, got {names}")
+    for name, value in weights.items():
+        if name not in names:
+            raise ConfigError(f"--aux-weight names '{name}', which is not among the aux tasks {names or ['none']}")
+        weight = check_weight(name, value)
+        next(t for t in built if t.name == name).weight = weight
+    for task in built:
+        task.resolve_weight(algo)
+    return built
+
+
+__all__ = ["AuxTask", "BUNDLES", "TASKS", "available", "make_tasks", "parse_names"]

@@ -1,0 +1,94 @@
+"""The auxiliary task interface.
+
+A task is a small, picklable object holding its hyperparameters. It names
+itself, checks that it can work with the env's spaces, says what replay it
+needs, builds its head (which the policy then owns, so the optimizer, ``.to``,
+``save`` and ``load`` cover it), and turns a replay batch into a loss.
+Tasks know nothing of PPO or A2C.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import torch as th
+from gymnasium import spaces
+from torch import nn
+
+from rlaux.errors import ConfigError
+from rlaux.replay import ReplayBatch, ReplayRequest
+
+if TYPE_CHECKING:
+    from rlaux.policy import AuxActorCriticPolicy
+
+Metrics = dict[str, th.Tensor]
+
+
+class AuxTask(ABC):
+    """Base class of auxiliary tasks. Subclasses set ``name`` and implement ``loss``.
+
+    :param weight: lambda_k in L_total = L_rl + sum_k lambda_k L_aux_k; ``None`` takes the
+        task's default for the algorithm (``default_weights``).
+    """
+
+    name: ClassVar[str]
+    requires_image: ClassVar[bool] = False
+    default_weights: ClassVar[dict[str, float]] = {"ppo": 1.0, "a2c": 1.0}
+
+    def __init__(self, weight: float | None = None) -> None:
+        if weight is not None:
+            check_weight(self.name, weight)
+        self.weight = weight
+
+    def resolve_weight(self, algo: str) -> None:
+        """Fill in the default weight for ``algo`` ("ppo" or "a2c") when none was given."""
+        if self.weight is None:
+            self.weight = self.default_weights.get(algo, 1.0)
+
+    def check(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        """Raise ConfigError when the task cannot work with these spaces."""
+        if self.requires_image and not is_image(observation_space):
+            raise ConfigError(
+                f"aux task '{self.name}' needs image observations (uint8 [C, H, W]), "
+                f"but the env gives {observation_space}; use it with an image env such as Atari or MinAtar"
+            )
+
+    def replay_request(self) -> ReplayRequest | None:
+        """The sequences this task samples each update; ``None`` if it uses no replay."""
+        return None
+
+    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
+        """The task's own head on the shared encoder (``None`` if it has none)."""
+        return None
+
+    @abstractmethod
+    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module | None, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+        """Scalar loss (unweighted) and detached metrics for ``batch``."""
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+def is_image(space: spaces.Space) -> bool:
+    """A channel-first uint8 image, as SB3 hands it to the policy after ``VecTransposeImage``."""
+    return isinstance(space, spaces.Box) and space.dtype == "uint8" and len(space.shape) == 3
+
+
+def check_weight(name: str, weight: object) -> float:
+    """A weight must be a finite, non-negative number."""
+    try:
+        value = float(weight)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"weight of aux task '{name}' must be a non-negative number, got {weight!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"weight of aux task '{name}' must be a finite non-negative number, got {weight!r}")
+    return value
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    """One hidden ReLU layer of width ``hidden``, or a single linear layer when ``hidden`` is 0."""
+    if hidden <= 0:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
