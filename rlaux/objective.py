@@ -68,9 +68,13 @@ class AuxiliaryObjective:
             if not th.isfinite(total):
                 return self._skip(params)
             total.backward()
-        norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = th.nn.utils.get_total_norm(grads)
         if not th.isfinite(norm):
-            self._skip(params)
+            return self._skip(params)
+        # min(1, max/norm) rather than clip_grad_norm_'s max/(norm + 1e-6): re-clipping SB3's
+        # already-clipped gradient must leave it bit for bit as it is.
+        th._foreach_mul_(grads, th.clamp(self.max_grad_norm / norm, max=1.0))
 
     def loss(self) -> th.Tensor | None:
         """sum_k lambda_k L_aux_k on fresh replay batches (one per distinct request), or None."""

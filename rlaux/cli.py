@@ -1,0 +1,117 @@
+"""The command line: ``python train_agent.py [train|evaluate|compare] ...``.
+
+Thin: it parses flags into ``rlaux.train.RunConfig`` and calls into rlaux.
+Flag names follow rl-zoo3 where it has one (``-n/--n-timesteps``,
+``-f/--log-folder``, ``--tensorboard-log``, ``--eval-freq``, ``--save-freq``,
+``--vec-env``, ``-params/--hyperparams``). Bad input exits with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from rlaux.errors import ConfigError
+from rlaux.tasks import available as available_tasks
+
+COMMANDS = ("train", "evaluate", "compare")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _key_values(items: Sequence[str], flag: str, literal: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} expects name=value, got '{item}'")
+        if literal:
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="train_agent.py", description="Train an SB3 PPO/A2C agent with auxiliary tasks.")
+    p.add_argument("--env", default="Atari", help="env preset (Atari, MinAtar, MiniWorld, ...) or a Gymnasium id; default Atari")
+    p.add_argument("--game", default=None, help="game of the preset (Atari: Breakout, Pong, ...; MinAtar: Breakout, Asterix, ...)")
+    p.add_argument("--algo", choices=["ppo", "a2c"], default=None, help="algorithm (default: the agent preset's, else ppo)")
+    p.add_argument("--agent", default=None, help="agent preset in agents/ (algorithm + hyperparameters + aux tasks)")
+    p.add_argument("--aux", default=None,
+                   help=f"comma list of aux tasks or 'none' (default: the agent preset's); one of {', '.join(available_tasks())}")
+    p.add_argument("--aux-weight", action="append", default=[], metavar="NAME=VALUE", help="weight of an aux task (repeatable)")
+    p.add_argument("-n", "--timesteps", "--n-timesteps", dest="timesteps", type=int, default=None,
+                   help="env steps to train for (default: the env preset's)")
+    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the env preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu or cuda")
+    p.add_argument("-f", "--log-dir", "--log-folder", dest="log_dir", default="runs", help="folder of run folders (default runs/)")
+    p.add_argument("--run-name", default=None, help="run folder name (default <env>_<algo>_<aux>_s<seed>)")
+    p.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard folder (default: inside the run folder)")
+    p.add_argument("--vec-env", default="auto", help="auto (subprocess for n_envs > 1), dummy or subproc")
+    p.add_argument("--eval-freq", type=int, default=0, help="evaluate every N env steps and keep the best model (0: off)")
+    p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    p.add_argument("--save-freq", type=int, default=0, help="checkpoint every N env steps (0: off)")
+    p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override algorithm hyperparameters, e.g. n_steps=64 learning_rate=1e-4")
+    p.add_argument("--no-progress", dest="progress_bar", action="store_false", help="hide the progress bar")
+    p.add_argument("-v", "--verbose", type=int, default=1)
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    from rlaux.train import RunConfig
+
+    return RunConfig(
+        env=args.env, game=args.game, algo=args.algo, agent=args.agent,
+        aux=None if args.aux is None else args.aux.split(","),
+        aux_weights=_key_values(args.aux_weight, "--aux-weight", literal=False),
+        timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
+        log_dir=args.log_dir, run_name=args.run_name, tensorboard_log=args.tensorboard_log,
+        vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,
+        hyperparams=_key_values(args.hyperparams, "--hyperparams", literal=True),
+        progress_bar=args.progress_bar, verbose=args.verbose,
+    )
+
+
+def run_train(argv: Sequence[str]) -> int:
+    from rlaux.train import train
+
+    args = train_parser().parse_args(argv)
+    run_dir = train(config_from_args(args))
+    print(f"run saved in {run_dir} (model: {run_dir / 'final_model.zip'}); watch it with: tensorboard --logdir {run_dir.parent}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    try:
+        if command == "train":
+            return run_train(argv)
+        if command == "evaluate":
+            from rlaux.evaluate import main as evaluate_main
+
+            return evaluate_main(argv)
+        from rlaux.compare.cli import main as compare_main
+
+        return compare_main(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
