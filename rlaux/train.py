@@ -30,6 +30,7 @@ from rlaux.envs import EnvSpec, make_vec_env, resolve_env, sb3_policy_kwargs
 from rlaux.errors import ConfigError
 from rlaux.presets import load_preset
 from rlaux.tasks import make_tasks, parse_names
+from rlaux.tasks.base import check_weight
 
 VEC_ENVS = ("auto", "dummy", "subproc")
 #: Env steps when neither the flag nor the env preset says (rl-zoo3 trains Atari for 10M).
@@ -122,7 +123,7 @@ def resolve(config: RunConfig) -> ResolvedRun:
         raise ConfigError(f"--algo {config.algo} contradicts --agent {config.agent}, which is {algo}")
     aux = parse_names(config.aux if config.aux is not None else agent.get("aux", []))
     hyperparams = {**_hyperparams_for(agent, spec.kind), **config.hyperparams}
-    aux_weights = {**agent.get("aux_weights", {}), **config.aux_weights}
+    aux_weights = {k: check_weight(k, v) for k, v in {**agent.get("aux_weights", {}), **config.aux_weights}.items()}
     aux_task_kwargs = {k: v for k, v in agent.get("aux_task_kwargs", {}).items() if k in aux}
     make_tasks(aux, {k: v for k, v in aux_weights.items() if k in aux}, algo, aux_task_kwargs)  # validates names and weights
     unknown = sorted(set(config.aux_weights) - set(aux))

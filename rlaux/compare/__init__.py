@@ -1,0 +1,32 @@
+"""Compare sample efficiency of variants: read runs, aggregate with rliable, plot, report, sweep.
+
+Submodules: :mod:`~rlaux.compare.results` (run folders -> learning curves),
+:mod:`~rlaux.compare.stats` (IQM, bootstrap CIs, normalisation, sample efficiency),
+:mod:`~rlaux.compare.plots` (PNG figures), :mod:`~rlaux.compare.report` (Markdown report),
+:mod:`~rlaux.compare.sweep` (run a grid of trainings). Names below are imported lazily so
+that ``import rlaux.compare`` stays cheap (rliable and matplotlib load on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_report": "rlaux.compare.report",
+    "load_runs": "rlaux.compare.results",
+    "curves_frame": "rlaux.compare.results",
+    "write_curves_csv": "rlaux.compare.results",
+    "run_sweep": "rlaux.compare.sweep",
+    "SweepGrid": "rlaux.compare.sweep",
+    "SweepJob": "rlaux.compare.sweep",
+    "build_train_command": "rlaux.compare.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rlaux.compare' has no attribute {name!r}")

@@ -1,0 +1,129 @@
+"""PNG figures (matplotlib, Agg backend): learning curves, aggregate intervals, performance profiles."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from rliable import plot_utils  # noqa: E402
+
+from rlaux.compare.results import curve_matrix  # noqa: E402
+from rlaux.compare.stats import (  # noqa: E402
+    AGGREGATE_METRICS,
+    DEFAULT_REPS,
+    DEFAULT_SEED,
+    columnwise_iqm,
+    interval_estimates,
+)
+
+
+def variant_colors(variants: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One fixed colour per name (matplotlib tab10, in the given order)."""
+    palette = plt.get_cmap("tab10").colors
+    return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(variants)}
+
+
+def safe_file_name(name: str) -> str:
+    """A file-name-safe version of an env or variant name ('MinAtar/Breakout' -> 'MinAtar_Breakout')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
+
+
+def plot_learning_curves(
+    curves: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    colors: Mapping[str, tuple] | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Path]:
+    """One PNG per env: IQM across seeds of each variant with a pointwise 95% bootstrap band.
+
+    Returns {env: path}. Files are named ``curves_<env>.png``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variants = sorted(curves["variant"].unique())
+    colors = dict(colors or variant_colors(variants))
+    paths: dict[str, Path] = {}
+    for env in sorted(curves["env"].unique()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for variant in sorted(curves.loc[curves["env"] == env, "variant"].unique()):
+            seeds, steps, matrix = curve_matrix(curves, env, variant)
+            center = columnwise_iqm(matrix)
+            _, ci = interval_estimates({"x": matrix}, columnwise_iqm, reps, seed)
+            color = colors.get(variant)
+            ax.plot(steps, center, color=color, label=f"{variant} (n={len(seeds)})")
+            ax.fill_between(steps, ci["x"][0], ci["x"][1], color=color, alpha=0.2, linewidth=0)
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("episode return (IQM over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"curves_{safe_file_name(env)}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths[env] = path
+    return paths
+
+
+def plot_aggregate_intervals(
+    point_estimates: Mapping[str, np.ndarray],
+    interval_estimates_: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    metric_names: Sequence[str] = AGGREGATE_METRICS,
+    colors: Mapping[str, tuple] | None = None,
+    xlabel: str = "Normalised score",
+) -> Path:
+    """rliable's interval-estimates figure (one panel per metric, one row per variant/agent)."""
+    names = list(point_estimates)
+    colors = dict(colors or variant_colors(names))
+    fig, _ = plot_utils.plot_interval_estimates(
+        dict(point_estimates),
+        dict(interval_estimates_),
+        metric_names=list(metric_names),
+        algorithms=names,
+        colors=colors,
+        xlabel=xlabel,
+        xlabel_y_coordinate=-0.25 if len(names) < 4 else -0.1,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_performance_profile(
+    taus: np.ndarray,
+    profiles: Mapping[str, np.ndarray],
+    profile_cis: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    colors: Mapping[str, tuple] | None = None,
+) -> Path:
+    """Performance profiles: fraction of runs with normalised score > tau, with 95% CI bands."""
+    colors = dict(colors or variant_colors(list(profiles)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        dict(profiles),
+        taus,
+        performance_profile_cis=dict(profile_cis),
+        colors=colors,
+        xlabel=r"Normalised score ($\tau$)",
+        ax=ax,
+    )
+    ax.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,259 @@
+"""Reading training runs into learning curves.
+
+A run folder holds ``config.json`` and ``monitor/<rank>.monitor.csv`` (SB3
+Monitor files); ``final_model.zip`` marks a finished run. Episode ends are placed
+on the env-step axis with SB3's own readers (``load_results`` + ``ts2xy``): the
+cumulative sum of episode lengths over all envs, sorted by wall time.
+
+Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
+
+* A run is keyed by (env, variant, seed). ``env`` is ``"<env>/<game>"`` when the
+  config names a game (``"MinAtar/Breakout"``), else the config's ``env``.
+* Unreadable runs (bad ``config.json``, corrupt Monitor csv, no finished episode)
+  and unfinished runs (no ``final_model.zip``; kept with ``include_unfinished``)
+  are left out and named in :attr:`LoadedRuns.warnings`, never silently.
+  A second folder with the same (env, variant, seed) is left out the same way.
+* Every env must have one budget (``timesteps`` in the config). Different budgets
+  raise :class:`~rlaux.errors.ConfigError` naming them, unless
+  ``truncate=True``: then every run of that env is cut to the shortest budget
+  (episodes ending after it are dropped) and a warning says so.
+* Curves are resampled onto ``n_points`` evenly spaced steps
+  ``budget/n_points, ..., budget``; the value at step s is the mean return of the
+  last ``window`` episodes that ended at or before s. Grid points before the first
+  finished episode take the first episode's return (back-filled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlaux.errors import ConfigError
+
+CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
+
+
+@dataclass
+class Run:
+    """One training run: its key, its budget and its raw episodes (end step, return)."""
+
+    run_dir: Path
+    env: str
+    family: str
+    game: str | None
+    variant: str
+    seed: int
+    budget: int
+    episode_steps: np.ndarray
+    episode_returns: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+    finished: bool = True
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.env, self.variant, self.seed)
+
+
+@dataclass
+class LoadedRuns:
+    """Runs that could be read, and one line per run folder that was left out."""
+
+    runs: list[Run]
+    warnings: list[str]
+
+
+def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every folder under ``roots`` (recursively, roots included) holding ``config.json``."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise ConfigError(f"results folder {str(root)!r} does not exist")
+        if (root / "config.json").is_file():
+            found.add(root.resolve())
+        for config in root.rglob("config.json"):
+            found.add(config.parent.resolve())
+    return sorted(found)
+
+
+def variant_label(config: dict[str, Any]) -> str:
+    """The variant name of a run: ``aux_label``, else the ``aux`` list joined by '+', else 'none'."""
+    label = config.get("aux_label")
+    if label:
+        return str(label)
+    aux = config.get("aux") or []
+    if isinstance(aux, str):
+        return aux or "none"
+    return "+".join(str(a) for a in aux) or "none"
+
+
+def env_label(config: dict[str, Any]) -> str:
+    """``"<env>/<game>"`` when the run has a game, else ``"<env>"`` (or the env id)."""
+    env = config.get("env") or config.get("env_id")
+    if not env:
+        raise ValueError("config.json names no 'env' nor 'env_id'")
+    game = config.get("game")
+    return f"{env}/{game}" if game else str(env)
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """Read one run folder; raise ``ValueError`` (or a reader's error) with the reason if it cannot."""
+    from stable_baselines3.common.monitor import load_results
+    from stable_baselines3.common.results_plotter import ts2xy
+
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"unreadable config.json ({error})") from error
+    if not isinstance(config, dict):
+        raise ValueError("config.json is not a JSON object")
+    for key in ("seed", "timesteps"):
+        if key not in config:
+            raise ValueError(f"config.json lacks {key!r}")
+    monitor_dir = run_dir / "monitor"
+    if not monitor_dir.is_dir():
+        raise ValueError("no monitor/ folder")
+    try:
+        frame = load_results(str(monitor_dir))
+    except AssertionError as error:  # load_results asserts the '#{json}' first line
+        raise ValueError("corrupt Monitor csv (first line is not '#{...}')") from error
+    except Exception as error:  # pandas/json errors: the message says what is wrong
+        raise ValueError(f"corrupt Monitor csv ({type(error).__name__}: {error})") from error
+    if len(frame) == 0:
+        raise ValueError("no finished episode in the Monitor files")
+    if not {"r", "l", "t"} <= set(frame.columns):
+        raise ValueError(f"Monitor csv lacks columns r,l,t (has {list(frame.columns)})")
+    try:
+        steps, returns = ts2xy(frame, "timesteps")
+        steps = np.asarray(steps, dtype=np.int64)
+        returns = np.asarray(returns, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"corrupt Monitor csv (non-numeric values: {error})") from error
+    if not np.all(np.isfinite(returns)):
+        raise ValueError("corrupt Monitor csv (non-finite returns)")
+    return Run(
+        run_dir=run_dir,
+        env=env_label(config),
+        family=str(config.get("env") or config.get("env_id")),
+        game=config.get("game"),
+        variant=variant_label(config),
+        seed=int(config["seed"]),
+        budget=int(config["timesteps"]),
+        episode_steps=steps,
+        episode_returns=returns,
+        config=config,
+        finished=(run_dir / "final_model.zip").is_file(),
+    )
+
+
+def load_runs(
+    roots: Iterable[str | os.PathLike],
+    *,
+    truncate: bool = False,
+    include_unfinished: bool = False,
+) -> LoadedRuns:
+    """Read every run under ``roots``; see the module docstring for what is left out and why."""
+    runs: list[Run] = []
+    warnings: list[str] = []
+    seen: dict[tuple[str, str, int], Path] = {}
+    for run_dir in find_run_dirs(roots):
+        try:
+            run = read_run(run_dir)
+        except Exception as error:  # any reader failure: name the run, leave it out
+            warnings.append(f"{run_dir}: left out, {error}")
+            continue
+        if not run.finished and not include_unfinished:
+            warnings.append(
+                f"{run_dir}: left out, unfinished (no final_model.zip; "
+                f"last episode at step {int(run.episode_steps[-1])} of {run.budget})"
+            )
+            continue
+        if run.key in seen:
+            warnings.append(f"{run_dir}: left out, duplicate of {seen[run.key]} {run.key}")
+            continue
+        seen[run.key] = run_dir
+        runs.append(run)
+    _check_budgets(runs, warnings, truncate)
+    return LoadedRuns(runs=runs, warnings=warnings)
+
+
+def _check_budgets(runs: list[Run], warnings: list[str], truncate: bool) -> None:
+    by_env: dict[str, list[Run]] = {}
+    for run in runs:
+        by_env.setdefault(run.env, []).append(run)
+    for env, env_runs in by_env.items():
+        budgets = sorted({run.budget for run in env_runs})
+        if len(budgets) == 1:
+            continue
+        if not truncate:
+            detail = "; ".join(f"{b}: {', '.join(r.run_dir.name for r in env_runs if r.budget == b)}" for b in budgets)
+            raise ConfigError(
+                f"runs of {env} have different lengths (timesteps {detail}); "
+                "compare runs of one length, or truncate to the shortest (truncate=True / --truncate)"
+            )
+        shortest = budgets[0]
+        for run in env_runs:
+            keep = run.episode_steps <= shortest
+            run.episode_steps, run.episode_returns = run.episode_steps[keep], run.episode_returns[keep]
+            run.budget = shortest
+        warnings.append(f"{env}: runs of timesteps {budgets} truncated to the shortest, {shortest}")
+    for run in list(runs):
+        if len(run.episode_steps) == 0:
+            warnings.append(f"{run.run_dir}: left out, no episode ends within {run.budget} steps")
+            runs.remove(run)
+
+
+def step_grid(budget: int, n_points: int = 50) -> np.ndarray:
+    """``n_points`` evenly spaced env steps ``budget/n_points, ..., budget`` (integers)."""
+    return np.rint(np.linspace(budget / n_points, budget, n_points)).astype(np.int64)
+
+
+def resample_curve(
+    episode_steps: np.ndarray, episode_returns: np.ndarray, grid: np.ndarray, window: int = 10
+) -> np.ndarray:
+    """Mean return of the last ``window`` episodes ended at or before each grid step (back-filled)."""
+    if len(episode_steps) == 0:
+        raise ValueError("no episodes to resample")
+    cumulative = np.concatenate([[0.0], np.cumsum(episode_returns)])
+    ended = np.searchsorted(episode_steps, grid, side="right")  # episodes ended at or before step
+    ended = np.maximum(ended, 1)  # back-fill: before the first episode end, use that episode
+    start = np.maximum(ended - window, 0)
+    return (cumulative[ended] - cumulative[start]) / (ended - start)
+
+
+def curves_frame(runs: Sequence[Run], n_points: int = 50, window: int = 10) -> pd.DataFrame:
+    """Tidy frame ``env,variant,seed,step,return`` of every run resampled onto its env's grid."""
+    rows = []
+    for run in runs:
+        grid = step_grid(run.budget, n_points)
+        values = resample_curve(run.episode_steps, run.episode_returns, grid, window)
+        rows.append(
+            pd.DataFrame({"env": run.env, "variant": run.variant, "seed": run.seed, "step": grid, "return": values})
+        )
+    if not rows:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    frame = pd.concat(rows, ignore_index=True)
+    return frame.sort_values(["env", "variant", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
+def write_curves_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the tidy curves frame as CSV (columns ``env,variant,seed,step,return``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[CURVE_COLUMNS].to_csv(path, index=False)
+    return path
+
+
+def curve_matrix(frame: pd.DataFrame, env: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seeds, grid steps, returns [n_seeds, n_points]) of one env and variant."""
+    part = frame[(frame["env"] == env) & (frame["variant"] == variant)]
+    table = part.pivot(index="seed", columns="step", values="return").sort_index()
+    return table.index.to_numpy(), table.columns.to_numpy(), table.to_numpy(dtype=float)

@@ -1,0 +1,386 @@
+"""Aggregate statistics with ``rliable`` (Agarwal et al. 2021) and sample efficiency.
+
+Definitions (the report repeats them):
+
+* **final score** of a run: the mean return of its episodes that end in the last
+  10% of training (steps in ``(0.9 * budget, budget]``); if none ends there, the
+  mean of its last 10 episodes.
+* **AUC score** of a run: its learning curve (:func:`rlaux.compare.results.resample_curve`)
+  averaged over the evenly spaced step grid, i.e. area under the curve / budget.
+* Per env: the interquartile mean (IQM) over seeds, with a 95% stratified
+  bootstrap confidence interval (percentile method, ``reps`` resamples).
+* Across envs: normalised scores. Atari: human-normalised,
+  ``(score - random) / (human - random)`` from the shipped dopamine table. Other
+  envs: ``(score - low) / (high - low)`` with ``(low, high)`` given explicitly
+  (``score_ranges``), else ``score_range`` in the runs' ``config.json``, else the
+  min and max of all learning-curve values of that env in the sweep.
+* **Sample efficiency**: target = the baseline's final-score IQM. For each
+  variant, ``steps`` = the first env step at which its IQM-over-seeds learning
+  curve reaches the target (linear interpolation between grid points); "not
+  reached" if it never does. The baseline's own steps are found the same way; if
+  its curve never reaches its final IQM (noise at the plateau) its steps are the
+  budget. ``ratio = steps_variant / steps_baseline`` (< 1: fewer steps needed).
+
+Reproducibility: rliable draws its bootstrap from numpy's global RNG (its
+``random_state`` argument does not make it reproducible), so every bootstrap
+here runs inside :func:`seeded_global_rng`, which seeds that RNG and restores
+its previous state afterwards: the same runs always give the same intervals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+from rliable import library as rly
+from rliable import metrics
+
+from rlaux.compare.results import Run, curve_matrix
+from rlaux.errors import ConfigError
+
+DEFAULT_REPS = 2000
+DEFAULT_SEED = 0
+FINAL_FRACTION = 0.1
+AGGREGATE_METRICS = ("Median", "IQM", "Mean", "Optimality Gap")
+REFERENCES = ("atari100k",)
+# File name -> display name of the published Atari 100k agents shipped in rlaux/data/atari100k.
+ATARI100K_AGENTS = {
+    "SPR": "SPR",
+    "DrQ_eps": "DrQ(eps)",
+    "CURL_10_evals": "CURL",
+    "SimPLe": "SimPLe",
+    "IRIS": "IRIS",
+}
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int = DEFAULT_SEED) -> Iterator[None]:
+    """Seed numpy's global RNG for the block and restore its previous state after."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean of all values (rliable's ``aggregate_iqm``)."""
+    return float(metrics.aggregate_iqm(np.asarray(values, dtype=float)))
+
+
+def columnwise_iqm(matrix: np.ndarray) -> np.ndarray:
+    """IQM over rows of each column ([n_runs, n_points] -> [n_points])."""
+    return scipy.stats.trim_mean(np.asarray(matrix, dtype=float), proportiontocut=0.25, axis=0)
+
+
+def interval_estimates(
+    score_dict: Mapping[str, Any],
+    func: Callable[..., np.ndarray],
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``rly.get_interval_estimates`` (95%, stratified bootstrap), reproducible for a given seed."""
+    with seeded_global_rng(seed):
+        return rly.get_interval_estimates(score_dict, func, reps=reps)
+
+
+# ---------------------------------------------------------------- per-run scores
+
+
+def final_score(run: Run, fraction: float = FINAL_FRACTION, fallback_episodes: int = 10) -> float:
+    """Mean return of the episodes ending in the last ``fraction`` of training (see module doc)."""
+    late = run.episode_steps > (1.0 - fraction) * run.budget
+    if late.any():
+        return float(run.episode_returns[late].mean())
+    return float(run.episode_returns[-fallback_episodes:].mean())
+
+
+def run_scores(runs: Sequence[Run], curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: env, family, game, variant, seed, budget, final, auc."""
+    auc = curves.groupby(["env", "variant", "seed"])["return"].mean()
+    rows = [
+        {
+            "env": run.env,
+            "family": run.family,
+            "game": run.game,
+            "variant": run.variant,
+            "seed": run.seed,
+            "budget": run.budget,
+            "final": final_score(run),
+            "auc": float(auc[(run.env, run.variant, run.seed)]),
+        }
+        for run in runs
+    ]
+    columns = ["env", "family", "game", "variant", "seed", "budget", "final", "auc"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["env", "variant", "seed"]).reset_index(drop=True)
+
+
+def per_env_intervals(scores: pd.DataFrame, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """IQM over seeds of ``final`` and ``auc`` per (env, variant), with 95% bootstrap CIs."""
+    rows = []
+    for (env, variant), part in scores.groupby(["env", "variant"], sort=True):
+        row: dict[str, Any] = {"env": env, "variant": variant, "n_seeds": len(part)}
+        for column in ("final", "auc"):
+            values = part[column].to_numpy(dtype=float)[:, None]
+            point, ci = interval_estimates({"x": values}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)
+            row[f"{column}_iqm"] = float(point["x"][0])
+            row[f"{column}_low"], row[f"{column}_high"] = float(ci["x"][0, 0]), float(ci["x"][1, 0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def _load_json(*parts: str) -> Any:
+    resource = importlib.resources.files("rlaux").joinpath("data", *parts)
+    return json.loads(resource.read_text())
+
+
+def game_key(name: str) -> str:
+    """Canonical Atari game key: 'ALE/MsPacman-v5', 'MsPacmanNoFrameskip-v4', 'ms_pacman' -> 'mspacman'."""
+    name = name.split("/")[-1]
+    name = re.sub(r"-v\d+$", "", name)
+    name = re.sub(r"(NoFrameskip|Deterministic)$", "", name)
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def atari_human_random() -> dict[str, tuple[float, float]]:
+    """{game key: (random, human)} from the shipped dopamine table."""
+    table = _load_json("atari_human_random_scores.json")
+    return {game: (float(table["random"][game]), float(table["human"][game])) for game in table["human"]}
+
+
+def is_atari(family: str, config: Mapping[str, Any] | None = None) -> bool:
+    """True for runs of Atari games (env 'Atari'/'ALE', or an ALE / NoFrameskip env id)."""
+    env_id = str((config or {}).get("env_id", ""))
+    return family.lower() in ("atari", "ale") or env_id.startswith("ALE/") or "NoFrameskip" in env_id
+
+
+@dataclass
+class Normaliser:
+    """How one env's scores are normalised: ``(score - low) / (high - low)``."""
+
+    low: float
+    high: float
+    method: str  # "human-normalised", "reference range", "sweep range"
+
+    def __call__(self, values: np.ndarray | float) -> np.ndarray | float:
+        span = self.high - self.low
+        return (np.asarray(values, dtype=float) - self.low) / (span if span != 0 else 1.0)
+
+
+def normalisers(
+    runs: Sequence[Run],
+    curves: pd.DataFrame,
+    score_ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> dict[str, Normaliser]:
+    """One :class:`Normaliser` per env (see the module doc for the order of choices)."""
+    human_random = atari_human_random()
+    result: dict[str, Normaliser] = {}
+    for run in runs:
+        if run.env in result:
+            continue
+        config_range = run.config.get("score_range") or run.config.get("reference_range")
+        key = game_key(run.game or str(run.config.get("env_id", "")))
+        if score_ranges and run.env in score_ranges:
+            low, high = score_ranges[run.env]
+            result[run.env] = Normaliser(float(low), float(high), "reference range")
+        elif is_atari(run.family, run.config) and key in human_random:
+            low, high = human_random[key]
+            result[run.env] = Normaliser(low, high, "human-normalised")
+        elif config_range:
+            result[run.env] = Normaliser(float(config_range[0]), float(config_range[1]), "reference range")
+        else:
+            values = curves.loc[curves["env"] == run.env, "return"]
+            finals = [final_score(r) for r in runs if r.env == run.env]
+            low = float(min(values.min(), min(finals)))
+            high = float(max(values.max(), max(finals)))
+            result[run.env] = Normaliser(low, high, "sweep range")
+    return result
+
+
+def normalise(scores: pd.DataFrame, norms: Mapping[str, Normaliser]) -> pd.DataFrame:
+    """Copy of ``scores`` with ``final_norm`` and ``auc_norm`` added."""
+    out = scores.copy()
+    for column in ("final", "auc"):
+        out[f"{column}_norm"] = [norms[env](value) for env, value in zip(out["env"], out[column], strict=True)]
+    return out
+
+
+def score_matrices(
+    scores: pd.DataFrame, column: str, variants: Sequence[str] | None = None
+) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """{variant: [n_seeds, n_envs]} over the envs every variant has, and the seeds all those envs have.
+
+    Returns (matrices, envs, warnings); the warnings name envs or seeds left out to make
+    the matrices rectangular, as rliable needs.
+    """
+    variants = list(variants) if variants is not None else sorted(scores["variant"].unique())
+    warnings: list[str] = []
+    env_sets = [set(scores.loc[scores["variant"] == v, "env"]) for v in variants]
+    envs = sorted(set.intersection(*env_sets)) if env_sets else []
+    left_out = sorted(set(scores["env"]) - set(envs))
+    if left_out:
+        warnings.append(f"aggregate leaves out envs not run with every variant: {', '.join(left_out)}")
+    matrices: dict[str, np.ndarray] = {}
+    for variant in variants:
+        part = scores[(scores["variant"] == variant) & scores["env"].isin(envs)]
+        table = part.pivot(index="seed", columns="env", values=column).reindex(columns=envs)
+        complete = table.dropna()
+        if len(complete) < len(table):
+            dropped = sorted(set(table.index) - set(complete.index))
+            warnings.append(f"aggregate of {variant} leaves out seeds {dropped} (missing in some envs)")
+        matrices[variant] = complete.to_numpy(dtype=float)
+    return matrices, envs, warnings
+
+
+# ---------------------------------------------------------------- aggregates
+
+
+def _aggregate_func(x: np.ndarray) -> np.ndarray:
+    return np.array(
+        [
+            metrics.aggregate_median(x),
+            metrics.aggregate_iqm(x),
+            metrics.aggregate_mean(x),
+            metrics.aggregate_optimality_gap(x),
+        ]
+    )
+
+
+def aggregate_intervals(
+    matrices: Mapping[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Median, IQM, Mean, Optimality Gap (:data:`AGGREGATE_METRICS`) with 95% CIs per variant."""
+    return interval_estimates(dict(matrices), _aggregate_func, reps, seed)
+
+
+def iqm_intervals(
+    matrices: Mapping[str, np.ndarray], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED
+) -> dict[str, tuple[float, float, float]]:
+    """{name: (IQM, low, high)} of each [n_runs, n_tasks] matrix."""
+    point, ci = interval_estimates(dict(matrices), lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)
+    return {name: (float(point[name][0]), float(ci[name][0, 0]), float(ci[name][1, 0])) for name in matrices}
+
+
+def performance_profiles(
+    matrices: Mapping[str, np.ndarray],
+    taus: np.ndarray | None = None,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(taus, profiles, 95% CIs): fraction of runs with normalised score > tau."""
+    if taus is None:
+        stacked = np.concatenate([m.ravel() for m in matrices.values()])
+        high = max(1.0, float(np.nanmax(stacked))) if stacked.size else 1.0
+        taus = np.linspace(min(0.0, float(np.nanmin(stacked))) if stacked.size else 0.0, high, 81)
+    with seeded_global_rng(seed):
+        profiles, cis = rly.create_performance_profile(dict(matrices), taus, reps=reps)
+    return taus, profiles, cis
+
+
+def probability_of_improvement(
+    matrices: Mapping[str, np.ndarray],
+    baseline: str,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, tuple[float, float, float]]:
+    """{variant: (P(variant > baseline), low, high)} averaged over envs, 95% CIs, for every variant."""
+    if baseline not in matrices:
+        raise ConfigError(f"baseline {baseline!r} has no runs; variants: {', '.join(sorted(matrices))}")
+    pairs = {v: (m, matrices[baseline]) for v, m in matrices.items() if v != baseline}
+    if not pairs:
+        return {}
+    point, ci = interval_estimates(pairs, lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps, seed)
+    return {v: (float(point[v][0]), float(ci[v][0, 0]), float(ci[v][1, 0])) for v in pairs}
+
+
+# ---------------------------------------------------------------- sample efficiency
+
+
+def steps_to_reach(steps: np.ndarray, curve: np.ndarray, target: float) -> float | None:
+    """First step at which ``curve`` reaches ``target`` (linear interpolation), or None."""
+    reached = np.flatnonzero(curve >= target)
+    if reached.size == 0:
+        return None
+    i = int(reached[0])
+    if i == 0:
+        return float(steps[0])
+    x0, x1, y0, y1 = float(steps[i - 1]), float(steps[i]), float(curve[i - 1]), float(curve[i])
+    return x0 + (target - y0) / (y1 - y0) * (x1 - x0)
+
+
+def sample_efficiency(curves: pd.DataFrame, scores: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per env and variant: steps to reach the baseline's final IQM, and the ratio to the baseline's steps.
+
+    Columns: env, variant, target, steps (NaN = not reached), baseline_steps, ratio (NaN = not reached).
+    """
+    rows = []
+    for env in sorted(scores["env"].unique()):
+        env_scores = scores[scores["env"] == env]
+        if baseline not in set(env_scores["variant"]):
+            continue
+        target = iqm(env_scores.loc[env_scores["variant"] == baseline, "final"].to_numpy())
+        _, grid, base_matrix = curve_matrix(curves, env, baseline)
+        base_steps = steps_to_reach(grid, columnwise_iqm(base_matrix), target)
+        if base_steps is None:
+            base_steps = float(grid[-1])
+        for variant in sorted(env_scores["variant"].unique()):
+            _, grid_v, matrix = curve_matrix(curves, env, variant)
+            steps = steps_to_reach(grid_v, columnwise_iqm(matrix), target)
+            if variant == baseline:
+                steps = base_steps
+            rows.append(
+                {
+                    "env": env,
+                    "variant": variant,
+                    "target": target,
+                    "steps": np.nan if steps is None else steps,
+                    "baseline_steps": base_steps,
+                    "ratio": np.nan if steps is None else steps / base_steps,
+                }
+            )
+    return pd.DataFrame(rows, columns=["env", "variant", "target", "steps", "baseline_steps", "ratio"])
+
+
+# ---------------------------------------------------------------- published references
+
+
+def atari100k_normalised_scores(games: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{agent: {game key: human-normalised per-run final scores}} of the shipped Atari 100k agents.
+
+    ``games`` (any spelling, see :func:`game_key`) restricts to those games; default all 26.
+    """
+    human = {game_key(g): v[0] for g, v in _load_json("atari100k", "HUMAN.json").items()}
+    random = {game_key(g): v[0] for g, v in _load_json("atari100k", "RANDOM.json").items()}
+    wanted = sorted(human) if games is None else sorted({game_key(g) for g in games} & set(human))
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for file_name, agent in ATARI100K_AGENTS.items():
+        data = _load_json("atari100k", f"{file_name}.json")
+        if isinstance(data, list):  # records already human-normalised: {game, seed, HNS, ...}
+            by_game: dict[str, list[float]] = {}
+            for record in data:
+                by_game.setdefault(game_key(record["game"]), []).append(float(record["HNS"]))
+            result[agent] = {g: np.array(by_game[g]) for g in wanted}
+        else:
+            raw = {game_key(g): np.asarray(v, dtype=float) for g, v in data.items()}
+            result[agent] = {g: (raw[g] - random[g]) / (human[g] - random[g]) for g in wanted}
+    return result
+
+
+def atari100k_matrices(games: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """{agent: [n_runs, n_games]} human-normalised matrices of the shipped Atari 100k agents."""
+    per_agent = atari100k_normalised_scores(games)
+    if not any(per_agent.values()):
+        return {}
+    return {agent: np.stack([scores[g] for g in sorted(scores)], axis=1) for agent, scores in per_agent.items()}

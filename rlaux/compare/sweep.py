@@ -1,0 +1,276 @@
+"""Run a grid of trainings (env/game x variant x seed), each as a subprocess of the rlaux CLI.
+
+Layout: ``<out_dir>/runs/<run name>/`` (written by the CLI), ``<out_dir>/logs/<run name>.log``
+(stdout+stderr of the subprocess). Resume: a run whose folder holds ``final_model.zip``
+is skipped; a run folder without it (interrupted) is deleted and the run redone.
+
+Parallelism: ``workers`` runs at a time (a thread pool, each thread waiting on its own
+``python -m rlaux.cli train`` process), each process limited to
+``max(1, cores // workers)`` threads via OMP_NUM_THREADS, MKL_NUM_THREADS and
+TORCH_NUM_THREADS. ``backend="ray"`` sends the same command to a Ray cluster instead;
+each task ships its run folder back as tar bytes into the same layout.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlaux.errors import ConfigError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+FINISHED_MARKER = "final_model.zip"
+DEFAULT_EXTRA_ARGS = ("--no-progress",)
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One training run of the sweep."""
+
+    env: str
+    game: str | None
+    variant: str
+    seed: int
+    timesteps: int
+    extra_args: tuple[str, ...] = DEFAULT_EXTRA_ARGS
+
+    @property
+    def run_name(self) -> str:
+        """Folder name: ``<env>[-<game>]__<variant>__s<seed>``, file-name safe."""
+        parts = [self.env if self.game is None else f"{self.env}-{self.game}", self.variant, f"s{self.seed}"]
+        return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "+", p).strip("+") for p in parts)
+
+
+@dataclass
+class SweepGrid:
+    """The cross product envs x variants x seeds.
+
+    ``envs``: ``"MinAtar"`` or ``("Atari", "Pong")`` / ``"Atari:Pong"`` (env preset, game);
+    ``seeds``: a count ``n`` (seeds 0..n-1) or explicit seeds.
+    """
+
+    envs: Sequence[str | tuple[str, str | None]]
+    variants: Sequence[str]
+    seeds: int | Sequence[int]
+    timesteps: int
+    extra_args: Sequence[str] = field(default_factory=lambda: list(DEFAULT_EXTRA_ARGS))
+
+    def jobs(self) -> list[SweepJob]:
+        """Every job, validated (clear :class:`ConfigError` for an empty or bad grid)."""
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ConfigError(f"--seeds must be >= 1 (a number of seeds), got {self.seeds}")
+            seeds = list(range(self.seeds))
+        else:
+            seeds = [int(s) for s in self.seeds]
+            if not seeds:
+                raise ConfigError("no seeds given; --seeds must be >= 1")
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError(f"duplicate seeds in {seeds}")
+        if not self.envs:
+            raise ConfigError("no env given for the sweep")
+        if not self.variants:
+            raise ConfigError("no variant given for the sweep (use 'none' for the baseline)")
+        if self.timesteps < 1:
+            raise ConfigError(f"--timesteps must be >= 1, got {self.timesteps}")
+        envs = [_parse_env(e) for e in self.envs]
+        return [
+            SweepJob(env, game, variant, seed, self.timesteps, tuple(self.extra_args))
+            for env, game in envs
+            for variant in self.variants
+            for seed in seeds
+        ]
+
+
+def _parse_env(spec: str | tuple[str, str | None]) -> tuple[str, str | None]:
+    if isinstance(spec, tuple):
+        return spec[0], spec[1]
+    env, _, game = spec.partition(":")
+    return env, (game or None)
+
+
+@dataclass
+class JobOutcome:
+    """What happened to one job: 'skipped' (already finished), 'done' or 'failed'."""
+
+    job: SweepJob
+    status: str
+    run_dir: Path
+    log_path: Path
+    returncode: int | None = None
+
+
+def build_train_command(job: SweepJob, log_dir: str | os.PathLike, python: str = sys.executable) -> list[str]:
+    """The ``python -m rlaux.cli train ...`` command line of one job (pure: no side effect)."""
+    command = [python, "-m", "rlaux.cli", "train", "--env", job.env]
+    if job.game is not None:
+        command += ["--game", job.game]
+    command += [
+        "--aux",
+        job.variant,
+        "--seed",
+        str(job.seed),
+        "--timesteps",
+        str(job.timesteps),
+        "--log-dir",
+        str(log_dir),
+        "--run-name",
+        job.run_name,
+        *job.extra_args,
+    ]
+    return command
+
+
+def thread_env(workers: int, cores: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for one job: ``base`` (default os.environ) with the thread variables set."""
+    cores = cores or os.cpu_count() or 1
+    threads = str(max(1, cores // max(1, workers)))
+    env = dict(os.environ if base is None else base)
+    env.update({name: threads for name in THREAD_VARIABLES})
+    return env
+
+
+Launch = Callable[[list[str], dict[str, str], Path], int]
+
+
+def launch_subprocess(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run ``command`` to completion, stdout and stderr into ``log_path``; return its exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        return subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def prepare_run_dir(run_dir: Path) -> bool:
+    """True if the run must be (re)done; an unfinished run folder is deleted first."""
+    if (run_dir / FINISHED_MARKER).is_file():
+        return False
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return True
+
+
+def run_sweep(
+    grid: SweepGrid | Iterable[SweepJob],
+    out_dir: str | os.PathLike,
+    workers: int = 1,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    launch: Launch | None = None,
+    cores: int | None = None,
+    python: str = sys.executable,
+) -> list[JobOutcome]:
+    """Run every job not finished yet, ``workers`` at a time; return one outcome per job, in grid order.
+
+    ``launch(command, env, log_path) -> exit code`` runs one command (default
+    :func:`launch_subprocess`; tests inject a fake). ``backend="ray"`` runs the jobs as
+    Ray tasks on ``address`` (``None``: a local Ray) instead; needs ``pip install 'rlaux[ray]'``.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; valid: local, ray")
+    jobs = grid.jobs() if isinstance(grid, SweepGrid) else list(grid)
+    names = [job.run_name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ConfigError("the sweep has duplicate runs (same env, game, variant and seed)")
+    out = Path(out_dir)
+    runs_dir, logs_dir = out / "runs", out / "logs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+
+    outcomes: dict[str, JobOutcome] = {}
+    todo: list[SweepJob] = []
+    for job in jobs:
+        run_dir, log_path = runs_dir / job.run_name, logs_dir / f"{job.run_name}.log"
+        if prepare_run_dir(run_dir):
+            todo.append(job)
+        else:
+            outcomes[job.run_name] = JobOutcome(job, "skipped", run_dir, log_path)
+
+    if backend == "ray":
+        results = _run_with_ray(todo, runs_dir, logs_dir, workers, address, cores)
+    else:
+        launch = launch or launch_subprocess
+        env = thread_env(workers, cores)
+
+        def run_one(job: SweepJob) -> int:
+            command = build_train_command(job, runs_dir, python)
+            return launch(command, env, logs_dir / f"{job.run_name}.log")
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = dict(zip((job.run_name for job in todo), pool.map(run_one, todo), strict=True))
+
+    for job in todo:
+        run_dir = runs_dir / job.run_name
+        code = results[job.run_name]
+        finished = code == 0 and (run_dir / FINISHED_MARKER).is_file()
+        outcomes[job.run_name] = JobOutcome(
+            job, "done" if finished else "failed", run_dir, logs_dir / f"{job.run_name}.log", code
+        )
+    return [outcomes[name] for name in names]
+
+
+# ---------------------------------------------------------------- Ray backend
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as error:
+        raise ConfigError("backend 'ray' needs Ray: pip install 'rlaux[ray]'") from error
+    return ray
+
+
+def _ray_task(job: SweepJob, threads: int) -> tuple[int, bytes, str]:
+    """On a Ray worker: train into a temp folder; return (exit code, run folder as tar bytes, log)."""
+    with tempfile.TemporaryDirectory(prefix="rlaux-sweep-") as tmp:
+        env = dict(os.environ)
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
+        command = build_train_command(job, tmp, sys.executable)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        buffer = io.BytesIO()
+        run_dir = Path(tmp) / job.run_name
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            if run_dir.exists():
+                tar.add(run_dir, arcname=job.run_name)
+        return done.returncode, buffer.getvalue(), done.stdout + done.stderr
+
+
+def _run_with_ray(
+    jobs: list[SweepJob],
+    runs_dir: Path,
+    logs_dir: Path,
+    workers: int,
+    address: str | None,
+    cores: int | None,
+) -> dict[str, int]:
+    ray = _import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address)
+    threads = max(1, (cores or os.cpu_count() or 1) // workers)
+    remote = ray.remote(num_cpus=threads)(_ray_task)
+    pending = {remote.remote(job, threads): job for job in jobs}
+    results: dict[str, int] = {}
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ready[0])
+        code, archive, log = ray.get(ready[0])
+        (logs_dir / f"{job.run_name}.log").write_text(log)
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
+                tar.extractall(runs_dir, filter="data")
+            else:
+                tar.extractall(runs_dir)
+        results[job.run_name] = code
+    return results

@@ -1,0 +1,1 @@
+"""Shipped reference data (see README.md): Atari human/random scores and published Atari 100k runs."""
