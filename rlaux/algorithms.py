@@ -104,6 +104,7 @@ class AuxAlgorithmMixin:
             return
         for task in self.aux_tasks:
             task.check(self.observation_space, self.action_space)
+            task.configure(gamma=self.gamma)
         if any(t.replay_request() for t in self.aux_tasks) and isinstance(self.observation_space, spaces.Dict):
             raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
         self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm)

@@ -36,6 +36,10 @@ class ReplayRequest:
     in a rewarding step (``|r| > reward_threshold``) with probability 0.5.
     ``allow_episode_end``: the last transition may end its episode (then the
     next observation belongs to the next episode and ``dones[:, -1]`` says so).
+    ``min_len``: sequences of "up to ``seq_len``" steps: a sequence may begin fewer
+    than ``seq_len`` steps after its episode began, down to ``min_len`` steps; the
+    steps before the episode began are masked out (``ReplayBatch.mask``).
+    ``None``: exactly ``seq_len`` steps of one episode.
     """
 
     seq_len: int
@@ -44,6 +48,7 @@ class ReplayRequest:
     skewed: bool = False
     reward_threshold: float = 0.0
     allow_episode_end: bool = True
+    min_len: int | None = None
 
     @property
     def n_obs(self) -> int:
@@ -57,16 +62,22 @@ class ReplayBatch:
     Shapes, with B sequences of T = ``seq_len`` transitions:
     ``obs`` [B, T(+1), *obs_shape] (uint8 for images), ``actions`` [B, T, *action_shape],
     ``rewards`` [B, T] float32 (raw env rewards), ``dones`` [B, T] float32
-    (1 where the episode ended at that step: only the last step can be 1).
+    (1 where the episode ended at that step), ``mask`` [B, T] float32 (1 for the steps
+    of the sampled episode, 0 for the steps before it began when ``min_len`` allows
+    shorter sequences; the last step is always 1 and only it can end the episode).
     ``rewarding_share`` is the share of sequences ending in a rewarding step.
+    ``frame_stack``: frames stacked in each observation (its channels are
+    ``frame_stack`` frames of ``C // frame_stack`` channels each, oldest first).
     """
 
     obs: th.Tensor
     actions: th.Tensor
     rewards: th.Tensor
     dones: th.Tensor
+    mask: th.Tensor
     rewarding_share: float
     skew_fallback: bool = False
+    frame_stack: int = 1
     _cache: dict[str, Any] | None = None
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -159,12 +170,13 @@ class AuxReplayBuffer:
 
     def valid_ends(self, request: ReplayRequest) -> np.ndarray:
         """Flat indices (slot * n_envs + env) where a sequence of the request may end."""
-        key = (request.seq_len, request.allow_episode_end)
+        min_len = request.seq_len if request.min_len is None else request.min_len
+        key = (request.seq_len, min_len, request.allow_episode_end)
         if key not in self._valid_ends:
             span = request.seq_len - 1
             age = self._ages()[:, None]
             # The next observation must be stored (age >= 1); the first one, with its frame stack, too.
-            ok = (age >= 1) & (age + span + self.frame_stack - 1 <= self.size - 1) & (self.episode_step >= span)
+            ok = (age >= 1) & (age + span + self.frame_stack - 1 <= self.size - 1) & (self.episode_step >= min_len - 1)
             if not request.allow_episode_end:
                 ok &= ~self.dones
             self._valid_ends[key] = np.flatnonzero(ok)
@@ -200,13 +212,17 @@ class AuxReplayBuffer:
         envs = env[:, None]
         step_slots, step_envs = slots[:, : request.seq_len], envs
         rewards = self.rewards[step_slots, step_envs]
+        first_in_episode = request.seq_len - 1 - self.episode_step.reshape(-1)[picked]  # [B], may be < 0
+        mask = np.arange(request.seq_len)[None, :] >= first_in_episode[:, None]
         batch = ReplayBatch(
             obs=_to_device(self._observations(slots, envs), device),
             actions=_to_device(self.actions[step_slots, step_envs], device),
             rewards=_to_device(rewards, device),
             dones=_to_device(self.dones[step_slots, step_envs].astype(np.float32), device),
+            mask=_to_device(mask.astype(np.float32), device),
             rewarding_share=float(np.mean(np.abs(rewards[:, -1]) > request.reward_threshold)),
             skew_fallback=fallback,
+            frame_stack=self.frame_stack,
         )
         return batch
 

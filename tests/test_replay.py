@@ -118,3 +118,20 @@ def test_frame_stacked_images_are_stored_one_frame_per_step_and_restacked_exactl
     rebuilt = replay._observations(slots, env_idx[:, None])
     # the next observation after an episode end was stored as the new episode's first frame
     np.testing.assert_array_equal(rebuilt, truth[slots, env_idx[:, None]])
+
+
+def test_up_to_seq_len_sequences_mask_the_steps_before_their_episode_began():
+    replay = vector_replay(capacity=300)
+    fill_synthetic(replay, 600, reward_rate=0.1, done_rate=0.2)  # episodes mostly shorter than 10 steps
+    strict = ReplayRequest(seq_len=10, batch_size=4000, next_obs=True)
+    loose = ReplayRequest(seq_len=10, batch_size=4000, next_obs=True, min_len=1)
+    assert replay.valid_ends(loose).size > 3 * replay.valid_ends(strict).size
+    batch = replay.sample(loose)
+    episode, step = batch.obs[..., 0], batch.obs[..., 1]
+    last_episode = episode[:, 9:10]
+    assert (batch.mask[:, -1] == 1).all() and (batch.mask[:, 0] == 0).any()
+    # masked steps are exactly those of an earlier episode; unmasked ones are consecutive steps of the last
+    assert ((episode[:, :10] == last_episode) == (batch.mask == 1)).all()
+    assert ((step[:, :10] == step[:, 9:10] - (9 - np.arange(10))) | (batch.mask == 0)).all()
+    assert (batch.dones * batch.mask)[:, :-1].sum() == 0
+    assert (replay.sample(strict).mask == 1).all()

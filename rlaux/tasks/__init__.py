@@ -6,15 +6,23 @@ from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
 from rlaux.tasks.base import AuxTask, check_weight
+from rlaux.tasks.feature_control import FeatureControl
+from rlaux.tasks.pixel_control import PixelControl
 from rlaux.tasks.reward_prediction import RewardPrediction
+from rlaux.tasks.value_replay import ValueReplay
 
 #: Task name -> class. A new task is one module plus one entry here.
 TASKS: dict[str, type[AuxTask]] = {
     RewardPrediction.name: RewardPrediction,
+    ValueReplay.name: ValueReplay,
+    PixelControl.name: PixelControl,
+    FeatureControl.name: FeatureControl,
 }
 
 #: Names that stand for several tasks.
-BUNDLES: dict[str, tuple[str, ...]] = {}
+BUNDLES: dict[str, tuple[str, ...]] = {
+    "unreal": ("reward_pred", "value_replay", "pixel_control"),
+}
 
 
 def available() -> list[str]:

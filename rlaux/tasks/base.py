@@ -54,6 +54,11 @@ class AuxTask(ABC):
                 f"but the env gives {observation_space}; use it with an image env such as Atari or MinAtar"
             )
 
+    def configure(self, *, gamma: float, **_: object) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Receive facts about the agent that trains the task (called by the algorithm's
+        ``_setup_model``, after the policy and its heads exist). ``gamma``: the agent's
+        discount. No-op by default; unknown keywords are ignored so that more can be added."""
+
     def replay_request(self) -> ReplayRequest | None:
         """The sequences this task samples each update; ``None`` if it uses no replay."""
         return None

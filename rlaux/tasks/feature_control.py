@@ -1,0 +1,173 @@
+"""Feature control (UNREAL, Jaderberg et al. 2016, sec. 3.1).
+
+"Learn a separate policy for maximally activating each of the units in a
+specific hidden layer": pixel control with the cells replaced by the feature
+maps of the encoder's last convolutional layer (``rlaux.networks.conv_trunk``:
+``NatureCNN.cnn`` without its Flatten, ``MinAtarCNN.conv``, or any encoder with a
+``conv`` attribute), [N, K, h, w]. The pseudo-reward of map k is the absolute
+change of its mean activation between consecutive observations; one Q function
+per map (a dueling FC head on the shared features, Q: [N, K, n_actions]) learns
+it by n-step Q-learning with gamma 0.9 over replayed sequences that do not cross
+an episode end, bootstrapped with the online head (detached).
+
+The controlled features come from a slowly updated *target* copy of the conv
+trunk (the paper's authors found that necessary), not from the encoder being
+trained: otherwise the encoder could earn pseudo-reward by rescaling itself.
+Update rule, chosen: an exponential moving average, target <- (1 - tau) target +
+tau online, applied every ``target_update_interval`` loss computations (i.e.
+optimizer steps, just before the step), with tau = 0.01 by default, a time
+constant of ~100 optimizer steps (~6 PPO rollouts with SB3's Atari settings).
+``tau=1`` with an interval N is a hard copy every N steps.
+
+The target is a submodule of the head, so ``save``/``load`` and ``.to(device)``
+cover it; its parameters have ``requires_grad=False`` and never get a gradient,
+so the optimizer (which holds all ``policy.parameters()``) never changes them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import nn
+
+from rlaux.errors import ConfigError
+from rlaux.replay import ReplayBatch, ReplayRequest
+from rlaux.tasks.base import AuxTask, Metrics
+from rlaux.tasks.pixel_control import dueling, masked_mean, n_step_q_loss
+
+
+def feature_control_rewards(feature_maps: th.Tensor) -> th.Tensor:
+    """Pseudo-rewards of feature maps [*L, T+1, K, h, w] -> [*L, T, K]: |mean_{t+1} - mean_t| per map."""
+    means = feature_maps.mean(dim=(-2, -1))
+    return (means[..., 1:, :] - means[..., :-1, :]).abs()
+
+
+def _conv_trunk(encoder: nn.Module) -> nn.Module:
+    from rlaux.networks import conv_trunk
+
+    try:
+        return conv_trunk(encoder)
+    except TypeError as exc:
+        raise ConfigError(f"aux task 'feature_control' cannot find the encoder's conv layers: {exc}") from None
+
+
+class FeatureControlHead(nn.Module):
+    """Dueling Q head, shared features [N, F] -> [N, n_maps, n_actions], plus the target conv trunk."""
+
+    def __init__(self, features_dim: int, n_maps: int, n_actions: int, target: nn.Module, hidden: int = 256) -> None:
+        super().__init__()
+        self.n_maps, self.n_actions = n_maps, n_actions
+        self.body = nn.Sequential(nn.Linear(features_dim, hidden), nn.ReLU()) if hidden > 0 else nn.Identity()
+        width = hidden if hidden > 0 else features_dim
+        self.value = nn.Linear(width, n_maps)
+        self.advantage = nn.Linear(width, n_maps * n_actions)
+        self.target = target.requires_grad_(False)
+        self.register_buffer("calls", th.zeros((), dtype=th.long))
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        h = self.body(features)
+        value = self.value(h).unsqueeze(-1)  # [N, K, 1]
+        advantage = self.advantage(h).view(-1, self.n_maps, self.n_actions)
+        return dueling(value, advantage, dim=-1)
+
+    @th.no_grad()
+    def update_target(self, online: nn.Module, tau: float) -> None:
+        for target, source in zip(self.target.parameters(), online.parameters(), strict=True):
+            target.lerp_(source, tau)
+        for target, source in zip(self.target.buffers(), online.buffers(), strict=True):
+            target.copy_(source)
+
+
+class FeatureControl(AuxTask):
+    """``feature_control``: n-step Q-learning of one control policy per conv feature map.
+
+    :param gamma: the control policies' discount (as pixel control: 0.9).
+    :param tau: EMA rate of the target conv trunk (1: hard copy).
+    :param target_update_interval: loss computations (optimizer steps) between target updates.
+    :param hidden: width of the Q head's hidden layer (0: none).
+    :param seq_len: steps per replayed sequence.
+    :param batch_size: sequences per update.
+    """
+
+    name = "feature_control"
+    requires_image = True
+    # No public implementation: the pixel-control values until a sweep says otherwise.
+    default_weights = {"ppo": 0.0125, "a2c": 0.05}
+
+    def __init__(
+        self,
+        weight: float | None = None,
+        gamma: float = 0.9,
+        tau: float = 0.01,
+        target_update_interval: int = 1,
+        hidden: int = 256,
+        seq_len: int = 20,
+        batch_size: int = 4,
+    ) -> None:
+        super().__init__(weight)
+        if not 0.0 <= gamma <= 1.0 or not 0.0 <= tau <= 1.0:
+            raise ConfigError(f"feature_control needs gamma and tau in [0, 1], got gamma={gamma}, tau={tau}")
+        if target_update_interval < 1 or hidden < 0 or seq_len < 1 or batch_size < 1:
+            raise ConfigError(
+                "feature_control needs target_update_interval >= 1, hidden >= 0, seq_len >= 1, batch_size >= 1; got "
+                f"{target_update_interval}, {hidden}, {seq_len}, {batch_size}"
+            )
+        self.gamma = gamma
+        self.tau = tau
+        self.target_update_interval = target_update_interval
+        self.hidden = hidden
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+
+    def check(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        super().check(observation_space, action_space)
+        if not isinstance(action_space, spaces.Discrete):
+            raise ConfigError(f"aux task '{self.name}' needs a Discrete action space (Q-learning), got {action_space}")
+
+    def replay_request(self) -> ReplayRequest:
+        # Equal to pixel control's request, so the two share one batch and its encoder pass.
+        return ReplayRequest(
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=False, min_len=1
+        )
+
+    def build_head(self, policy) -> nn.Module:
+        self.check(policy.observation_space, policy.action_space)
+        trunk = _conv_trunk(policy.encoder)
+        target = copy.deepcopy(trunk)
+        with th.no_grad():
+            sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
+            maps = target(preprocess_obs(sample, policy.observation_space, normalize_images=policy.normalize_images))
+        if maps.dim() != 4:
+            raise ConfigError(
+                f"feature_control needs conv feature maps [N, K, h, w], the encoder's trunk gives {tuple(maps.shape)}"
+            )
+        return FeatureControlHead(policy.features_dim, maps.shape[1], int(policy.action_space.n), target, self.hidden)
+
+    def pseudo_rewards(self, policy, head: FeatureControlHead, batch: ReplayBatch) -> th.Tensor:
+        """[B, T, K] pseudo-rewards from the target trunk (no gradient)."""
+        obs = batch.obs
+        with th.no_grad():
+            x = preprocess_obs(obs.flatten(0, 1), policy.observation_space, normalize_images=policy.normalize_images)
+            maps = head.target(x.float())
+            return feature_control_rewards(maps.unflatten(0, obs.shape[:2]))
+
+    def loss(self, policy, head: FeatureControlHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+        rewards = self.pseudo_rewards(policy, head, batch)  # [B, T, K]
+        features = policy.encode_sequences(batch)
+        q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, K, A]
+        q = q.transpose(2, 3)  # [B, T+1, A, K]: actions on dim 2 as n_step_q_loss expects
+        loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
+        head.calls += 1
+        if int(head.calls) % self.target_update_interval == 0:
+            head.update_target(_conv_trunk(policy.encoder), self.tau)
+        metrics = {
+            "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
+            "mean_pseudo_reward": masked_mean(rewards, batch.mask),
+        }
+        return loss, metrics
+
+
+__all__ = ["FeatureControl", "FeatureControlHead", "feature_control_rewards"]

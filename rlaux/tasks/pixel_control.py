@@ -1,0 +1,255 @@
+"""Pixel control (UNREAL, Jaderberg et al. 2016, sec. 3.1).
+
+Pseudo-reward: the newest frame of each observation (frames scaled to [0, 1]) is
+cropped to a centred grid of ``cell_size`` x ``cell_size`` cells; the reward of a
+cell is the mean absolute change of its pixels (and channels) between
+consecutive frames (TRFL / rlax definition). One auxiliary "control" policy per
+cell learns, by n-step Q-learning over replayed sequences with gamma_pc = 0.9,
+to change its cell as much as possible.
+
+Crop and cells (``cell_size`` and ``border``; ``None`` = automatic):
+
+* ``border`` pixels are dropped on each side (automatic: 2 for frames of at
+  least 64 px, UNREAL's 84x84 -> 80x80; 0 for smaller frames such as MinAtar's
+  10x10, where every pixel is a game tile); the rest is cropped, centred, to the
+  largest multiple of the cell size. 84x84, cell 4 -> 80x80 -> a 20x20 grid.
+* automatic ``cell_size``: 4 for frames of at least 64 px (UNREAL), 2 from
+  32 px, else 1 (MinAtar 10x10 -> a 10x10 grid: one cell per game tile, since
+  MinAtar objects move one tile per step and coarser cells would blur them).
+* An explicit cell size larger than the cropped frame raises ``ConfigError``
+  when the algorithm is built (the frame size is known only then).
+
+Head (``PixelControlHead``): shared features -> FC to 32 x n x n -> ReLU -> two
+4x4 stride-2 transposed convolutions, one to a value map (1 channel), one to an
+advantage map (one channel per action), combined as a dueling network
+Q = V + A - mean_a A, Q: [B, n_actions, gh, gw]. A 4x4 stride-2 deconvolution
+maps n to 2n + 2, so n = 9 gives UNREAL's 20x20 grid. Other grid sizes g use
+n = max(1, (g - 2) // 2) with ``output_padding`` 1 for odd g, and padding for
+g < 4 (``deconv_geometry``); height and width are handled separately. No ReLU
+after the deconvolutions (miyosuda/unreal has one; it can only clip Q).
+
+Episode ends: sequences are sampled with ``allow_episode_end=False``, so no
+pseudo-reward and no bootstrap crosses an episode boundary (after a done the
+next stored frame belongs to the next episode; the true last frame is not kept).
+The bootstrap max_a Q(s_T, a) comes from the online network, detached.
+"""
+
+from __future__ import annotations
+
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import nn
+
+from rlaux.errors import ConfigError
+from rlaux.replay import ReplayBatch, ReplayRequest
+from rlaux.tasks.base import AuxTask, Metrics
+from rlaux.tasks.value_replay import n_step_returns
+
+
+def pixel_control_rewards(frames: th.Tensor, cell_size: int) -> th.Tensor:
+    """Pixel-control pseudo-rewards of consecutive frames.
+
+    ``frames`` float [*L, T+1, C, H, W] in [0, 1] (optional leading dims L), H and W
+    multiples of ``cell_size`` (else ValueError). Returns [*L, T, H/cell, W/cell]: for
+    each cell, the mean over its pixels and channels of |frame_{t+1} - frame_t|.
+    """
+    if frames.dim() < 4:
+        raise ValueError(f"frames must be [T+1, C, H, W], got shape {tuple(frames.shape)}")
+    h, w = frames.shape[-2:]
+    if cell_size < 1 or h % cell_size or w % cell_size:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of cell_size={cell_size}: crop it first")
+    lead = frames.shape[:-4]
+    diff = (frames[..., 1:, :, :, :] - frames[..., :-1, :, :, :]).abs().mean(dim=-3)  # [*L, T, H, W]
+    pooled = F.avg_pool2d(diff.reshape(-1, 1, h, w), cell_size)  # [N, 1, H/c, W/c]
+    return pooled.reshape(*lead, diff.shape[-3], h // cell_size, w // cell_size)
+
+
+def auto_cell_size(height: int, width: int) -> int:
+    """4 for frames of at least 64 px (UNREAL's 84x84), 2 from 32 px, else 1 (MinAtar)."""
+    side = min(height, width)
+    return 4 if side >= 64 else 2 if side >= 32 else 1
+
+
+def auto_border(height: int, width: int) -> int:
+    """Pixels dropped on each side before gridding: 2 from 64 px (84 -> 80), else 0."""
+    return 2 if min(height, width) >= 64 else 0
+
+
+def crop_box(height: int, width: int, cell_size: int, border: int) -> tuple[int, int, int, int]:
+    """(top, left, grid_h, grid_w): drop ``border`` px each side, then crop, centred, to a multiple of the cell."""
+    gh, gw = (height - 2 * border) // cell_size, (width - 2 * border) // cell_size
+    return (height - gh * cell_size) // 2, (width - gw * cell_size) // 2, gh, gw
+
+
+def deconv_geometry(grid: int) -> tuple[int, int, int]:
+    """(input size n, padding, output_padding) such that ConvTranspose2d(k=4, s=2) maps n to ``grid``.
+
+    Output size is 2(n - 1) - 2 padding + 4 + output_padding = 2n + 2 - 2 padding + output_padding.
+    """
+    if grid < 1:
+        raise ValueError(f"grid size must be positive, got {grid}")
+    if grid >= 4:
+        n = (grid - 2) // 2
+        return n, 0, grid - (2 * n + 2)
+    padding = (4 - grid + 1) // 2
+    return 1, padding, 2 * padding - (4 - grid)
+
+
+def dueling(value: th.Tensor, advantage: th.Tensor, dim: int = 1) -> th.Tensor:
+    """Q = V + A - mean_a A, with the actions along ``dim`` (V has size 1 there)."""
+    return value + advantage - advantage.mean(dim=dim, keepdim=True)
+
+
+def n_step_q_loss(
+    q: th.Tensor, actions: th.Tensor, rewards: th.Tensor, dones: th.Tensor, gamma: float, mask: th.Tensor | None = None
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """n-step Q-learning over sequences, one control problem per element of E.
+
+    ``q`` [B, T+1, A, *E] (Q of every observation, the last one bootstraps),
+    ``actions`` [B, T] (long), ``rewards`` [B, T, *E], ``dones`` [B, T].
+    Target for Q(s_t, a_t): n-step return bootstrapped with max_a Q(s_T, a) (detached).
+    Returns (loss, q_taken [B, T, *E], targets [B, T, *E]); the loss is
+    0.5 * squared TD error summed over E and averaged over the B x T steps (over the
+    steps where ``mask`` [B, T] is 1, when given).
+    """
+    b, t1, n_actions = q.shape[:3]
+    extra = q.shape[3:]
+    index = actions.long().reshape(b, t1 - 1, 1, *([1] * len(extra))).expand(b, t1 - 1, 1, *extra)
+    q_taken = q[:, :-1].gather(2, index).squeeze(2)  # [B, T, *E]
+    bootstrap = q[:, -1].detach().max(dim=1).values  # [B, *E]
+    targets = n_step_returns(rewards.transpose(0, 1), dones.transpose(0, 1), bootstrap, gamma).transpose(0, 1)
+    td = targets - q_taken
+    per_step = 0.5 * td.pow(2).flatten(2).sum(dim=2)  # [B, T]
+    loss = per_step.mean() if mask is None else (per_step * mask).sum() / mask.sum()
+    return loss, q_taken, targets
+
+
+def masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Mean of ``x`` [B, T, ...] over the steps where ``mask`` [B, T] is 1 (and all trailing elements)."""
+    mask = mask.reshape(*mask.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return (x * mask).sum() / mask.sum()
+
+
+class PixelControlHead(nn.Module):
+    """Shared features [N, F] -> dueling Q maps [N, n_actions, grid_h, grid_w]."""
+
+    def __init__(self, features_dim: int, n_actions: int, grid: tuple[int, int], channels: int = 32) -> None:
+        super().__init__()
+        (nh, ph, oph), (nw, pw, opw) = deconv_geometry(grid[0]), deconv_geometry(grid[1])
+        self.grid = tuple(grid)
+        self.channels = channels
+        self.fc_shape = (channels, nh, nw)
+        self.fc = nn.Sequential(nn.Linear(features_dim, channels * nh * nw), nn.ReLU())
+        kwargs = dict(kernel_size=4, stride=2, padding=(ph, pw), output_padding=(oph, opw))
+        self.deconv_value = nn.ConvTranspose2d(channels, 1, **kwargs)
+        self.deconv_advantage = nn.ConvTranspose2d(channels, n_actions, **kwargs)
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        h = self.fc(features).view(-1, *self.fc_shape)
+        return dueling(self.deconv_value(h), self.deconv_advantage(h), dim=1)
+
+
+class PixelControl(AuxTask):
+    """``pixel_control``: n-step Q-learning of one control policy per cell of the frame.
+
+    :param cell_size: cell side in pixels; ``None``: automatic (4 from 64 px, 2 from 32, else 1).
+    :param border: pixels dropped on each side before gridding; ``None``: 2 from 64 px, else 0.
+    :param gamma: the control policies' discount (UNREAL: 0.9, not the agent's).
+    :param seq_len: steps per replayed sequence (UNREAL: up to 20).
+    :param batch_size: sequences per update.
+    """
+
+    name = "pixel_control"
+    requires_image = True
+    # Public values (DESIGN.md): jkulhanek/deep-rl-pytorch PPO 0.0125, miyosuda/unreal A2C 0.05.
+    default_weights = {"ppo": 0.0125, "a2c": 0.05}
+
+    def __init__(
+        self,
+        weight: float | None = None,
+        cell_size: int | None = None,
+        border: int | None = None,
+        gamma: float = 0.9,
+        seq_len: int = 20,
+        batch_size: int = 4,
+    ) -> None:
+        super().__init__(weight)
+        if cell_size is not None and (not isinstance(cell_size, int) or cell_size < 1):
+            raise ConfigError(f"pixel_control cell_size must be a positive integer or None, got {cell_size!r}")
+        if border is not None and (not isinstance(border, int) or border < 0):
+            raise ConfigError(f"pixel_control border must be a non-negative integer or None, got {border!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ConfigError(f"pixel_control gamma must be in [0, 1], got {gamma}")
+        if seq_len < 1 or batch_size < 1:
+            raise ConfigError(f"pixel_control needs seq_len >= 1 and batch_size >= 1, got {seq_len}, {batch_size}")
+        self.cell_size = cell_size
+        self.border = border
+        self.gamma = gamma
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+
+    def geometry(self, observation_space: spaces.Box) -> tuple[int, int, int, int, int]:
+        """(cell_size, top, left, grid_h, grid_w) for image observations [C, H, W]; ConfigError if none fits."""
+        h, w = observation_space.shape[-2:]
+        cell = self.cell_size if self.cell_size is not None else auto_cell_size(h, w)
+        border = self.border if self.border is not None else auto_border(h, w)
+        top, left, gh, gw = crop_box(h, w, cell, border)
+        if gh < 1 or gw < 1:
+            raise ConfigError(
+                f"pixel_control cell_size={cell} (border {border}) does not fit {h}x{w} frames: "
+                f"use a cell size of at most {max(1, min(h, w) - 2 * border)}, or cell_size=None for automatic"
+            )
+        return cell, top, left, gh, gw
+
+    def check(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        super().check(observation_space, action_space)
+        if not isinstance(action_space, spaces.Discrete):
+            raise ConfigError(f"aux task '{self.name}' needs a Discrete action space (Q-learning), got {action_space}")
+        self.geometry(observation_space)
+
+    def replay_request(self) -> ReplayRequest:
+        # Up to seq_len steps (shorter ones masked), never reaching an episode end: the
+        # replay does not keep terminal frames, so the last pseudo-reward would cross it.
+        return ReplayRequest(
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=False, min_len=1
+        )
+
+    def build_head(self, policy) -> nn.Module:
+        # The policy builds heads before the algorithm calls check(): check here so that a
+        # wrong env fails with a ConfigError, not a shape error.
+        self.check(policy.observation_space, policy.action_space)
+        _, _, _, gh, gw = self.geometry(policy.observation_space)
+        return PixelControlHead(policy.features_dim, int(policy.action_space.n), (gh, gw))
+
+    def pseudo_rewards(self, batch: ReplayBatch, observation_space: spaces.Box) -> th.Tensor:
+        """[B, T, grid_h, grid_w] pseudo-rewards of the newest frame of each replayed observation."""
+        cell, top, left, gh, gw = self.geometry(observation_space)
+        obs = batch.obs  # [B, T+1, C * stack, H, W] uint8
+        per_frame = obs.shape[2] // batch.frame_stack
+        frames = obs[:, :, -per_frame:, top : top + gh * cell, left : left + gw * cell]
+        return pixel_control_rewards(frames.float() / 255.0, cell)
+
+    def loss(self, policy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+        rewards = self.pseudo_rewards(batch, policy.observation_space)
+        features = policy.encode_sequences(batch)  # [B, T+1, F]
+        q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, A, gh, gw]
+        loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
+        metrics = {
+            "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
+            "mean_pseudo_reward": masked_mean(rewards, batch.mask),
+        }
+        return loss, metrics
+
+
+__all__ = [
+    "PixelControl",
+    "PixelControlHead",
+    "auto_cell_size",
+    "crop_box",
+    "deconv_geometry",
+    "dueling",
+    "masked_mean",
+    "n_step_q_loss",
+    "pixel_control_rewards",
+]

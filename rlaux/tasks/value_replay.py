@@ -1,0 +1,131 @@
+"""Value function replay (UNREAL, Jaderberg et al. 2016, sec. 3.3).
+
+Sample sequences of up to 20 consecutive steps from the replay (uniformly, not
+reward-skewed), run them through the current network and regress the agent's
+own value head onto n-step returns computed backwards from the last step,
+
+    R_t = r_t + gamma * (1 - done_t) * R_{t+1},    R_T = V(s_T) (0 if the episode ended at T-1),
+
+with the bootstrap V(s_T) from the current network, detached. The loss is
+0.5 * squared error averaged over the steps, like the agent's own value loss.
+
+Discount: the agent's ``gamma`` (the algorithm passes it through
+``AuxTask.configure``), unless one is given explicitly.
+
+Reward transform: none. The replay stores the rewards exactly as SB3's rollout
+saw them, so whatever the training env does to rewards (Atari's
+``ClipRewardEnv`` clipping, a ``VecNormalize`` scaling) is already applied, and
+the value head is fitted to the same reward scale as in the agent's own value
+loss (miyosuda/unreal clips for value replay only: the mismatch DESIGN.md warns
+of). One difference is unavoidable: on a time-limit truncation SB3 bootstraps
+with V(terminal observation), which the replay does not keep; here such a step
+is treated as an episode end (bootstrap 0).
+"""
+
+from __future__ import annotations
+
+import torch as th
+
+from rlaux.errors import ConfigError
+from rlaux.replay import ReplayBatch, ReplayRequest
+from rlaux.tasks.base import AuxTask, Metrics
+
+
+def n_step_returns(rewards: th.Tensor, dones: th.Tensor, bootstrap: th.Tensor, gamma: float) -> th.Tensor:
+    """Discounted n-step returns, computed backwards from the last step.
+
+    ``rewards`` [T, B, *E] (any trailing dims E, e.g. the H x W cells of pixel control),
+    ``dones`` [T, B] or [T, B, *E] (1 where the episode ended at step t; broadcast over E),
+    ``bootstrap`` [B, *E] (the value after the last step). Returns [T, B, *E] with
+    ``R_t = r_t + gamma * (1 - done_t) * R_{t+1}`` and ``R_T = bootstrap``.
+    """
+    if rewards.dim() < 2:
+        raise ValueError(f"rewards must be [T, B, ...], got shape {tuple(rewards.shape)}")
+    if bootstrap.shape != rewards.shape[1:]:
+        raise ValueError(
+            f"bootstrap {tuple(bootstrap.shape)} must have the shape of rewards[0] {tuple(rewards.shape[1:])}"
+        )
+    if dones.shape[:2] != rewards.shape[:2] or dones.dim() > rewards.dim():
+        raise ValueError(
+            f"dones {tuple(dones.shape)} must be [T, B] or [T, B, ...] like rewards {tuple(rewards.shape)}"
+        )
+    not_done = 1.0 - dones.to(rewards.dtype)
+    not_done = not_done.reshape(*not_done.shape, *([1] * (rewards.dim() - not_done.dim())))
+    returns = []
+    ret = bootstrap.to(rewards.dtype)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        ret = rewards[t] + gamma * not_done[t] * ret
+        returns.append(ret)
+    returns.reverse()
+    return th.stack(returns)
+
+
+def explained_variance(prediction: th.Tensor, target: th.Tensor) -> th.Tensor:
+    """1 - Var(target - prediction) / Var(target) (NaN when the target is constant), as SB3 computes it."""
+    var = target.var(unbiased=False)
+    return 1.0 - (target - prediction).var(unbiased=False) / var if var > 0 else th.full((), float("nan"))
+
+
+class ValueReplay(AuxTask):
+    """``value_replay``: regress the agent's value head on n-step returns of replayed sequences.
+
+    :param seq_len: steps per sequence (UNREAL: up to 20).
+    :param batch_size: sequences per update.
+    :param gamma: discount; ``None`` (the default) takes the agent's.
+    """
+
+    name = "value_replay"
+    # DESIGN.md: A2C ports use 1; the PPO port leaves it off. 1 for both until a sweep says otherwise.
+    default_weights = {"ppo": 1.0, "a2c": 1.0}
+
+    def __init__(
+        self,
+        weight: float | None = None,
+        seq_len: int = 20,
+        batch_size: int = 4,
+        gamma: float | None = None,
+    ) -> None:
+        super().__init__(weight)
+        if seq_len < 1 or batch_size < 1:
+            raise ConfigError(
+                f"value_replay needs seq_len >= 1 and batch_size >= 1, got seq_len={seq_len}, batch_size={batch_size}"
+            )
+        if gamma is not None and not 0.0 <= gamma <= 1.0:
+            raise ConfigError(f"value_replay gamma must be in [0, 1], got {gamma}")
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.gamma = gamma
+        self.agent_gamma: float | None = None
+
+    def configure(self, *, gamma: float, **_: object) -> None:
+        self.agent_gamma = float(gamma)
+
+    @property
+    def discount(self) -> float:
+        """The discount in use: the explicit ``gamma``, else the agent's."""
+        if self.gamma is not None:
+            return self.gamma
+        if self.agent_gamma is None:
+            raise ConfigError("value_replay has no discount: pass gamma=... or train it with AuxPPO/AuxA2C")
+        return self.agent_gamma
+
+    def replay_request(self) -> ReplayRequest:
+        # "Up to seq_len" steps: sequences that start fewer steps after their episode began are masked.
+        return ReplayRequest(
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
+        )
+
+    def loss(self, policy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+        values = policy.values_of_sequences(batch)  # [B, T+1]
+        predicted = values[:, :-1]
+        bootstrap = values[:, -1].detach() * (1.0 - batch.dones[:, -1])
+        returns = n_step_returns(batch.rewards.T, batch.dones.T, bootstrap, self.discount).T  # [B, T]
+        mask = batch.mask
+        n_valid = mask.sum()
+        loss = 0.5 * ((returns - predicted).pow(2) * mask).sum() / n_valid
+        metrics = {"mean_return": (returns * mask).sum() / n_valid}
+        valid = mask.bool()
+        ev = explained_variance(predicted.detach()[valid], returns[valid])
+        if not th.isnan(ev):  # constant returns (e.g. no reward in the batch): nothing to log
+            metrics["explained_variance"] = ev
+        return loss, metrics
