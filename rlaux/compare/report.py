@@ -69,11 +69,14 @@ def build_report(
     truncate: bool = False,
     include_unfinished: bool = False,
     score_ranges: Mapping[str, tuple[float, float]] | None = None,
+    final_from_eval: bool = False,
 ) -> Path:
     """Read the runs under ``run_dirs`` and write ``out_dir/report.md`` with its CSVs and PNGs.
 
     ``reference="atari100k"`` adds the published Atari 100k agents to the human-normalised
-    IQM table and figure. Raises :class:`ConfigError` for an unknown reference, a baseline
+    IQM table and figure. ``final_from_eval``: a run's final score is its last evaluation
+    (``evaluations.npz``, e.g. the Atari 100k protocol's final evaluation) where it has one;
+    sample efficiency still compares training curves with training final scores. Raises :class:`ConfigError` for an unknown reference, a baseline
     without runs, no readable run at all, or runs of different lengths (unless ``truncate``).
     """
     if reference is not None and reference not in stats.REFERENCES:
@@ -98,7 +101,7 @@ def build_report(
     curves = curves_frame(runs, n_points=n_points, window=window)
     write_curves_csv(curves, out / "curves.csv")
     norms = stats.normalisers(runs, curves, score_ranges)
-    scores = stats.normalise(stats.run_scores(runs, curves), norms)
+    scores = stats.normalise(stats.run_scores(runs, curves, final_from_eval=final_from_eval), norms)
     scores.to_csv(out / "scores.csv", index=False)
 
     per_env = stats.per_env_intervals(scores, reps, seed)
@@ -121,8 +124,14 @@ def build_report(
         f"- Budget (env steps per run): {budgets}",
         f"- Bootstrap: {reps} stratified resamples, 95% CIs, seed {seed}",
         "- Data: `curves.csv` (env,variant,seed,step,return), `scores.csv` (per-run final and AUC scores)",
-        "",
     ]
+    if final_from_eval:
+        n_eval = int((scores["final_source"] == "evaluation").sum())
+        lines.append(
+            f"- Final score: each run's final evaluation (`evaluations.npz`) where it has one "
+            f"({n_eval} of {len(scores)} runs; the others: training episodes); sample efficiency uses training episodes"
+        )
+    lines.append("")
     norm_methods = sorted({n.method for n in norms.values()})
     norm_note = "; ".join(norm_methods) + " (see the normalisation table)"
     lines += [

@@ -21,6 +21,11 @@ Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
   ``budget/n_points, ..., budget``; the value at step s is the mean return of the
   last ``window`` episodes that ended at or before s. Grid points before the first
   finished episode take the first episode's return (back-filled).
+* ``evaluations.npz`` (SB3 EvalCallback, written with ``--eval-freq``), when a run
+  folder has one, is read into :attr:`Run.eval_steps` / :attr:`Run.eval_returns`
+  (the mean return of each evaluation); an unreadable one is ignored with a warning.
+  Training curves never use it; :func:`rlaux.compare.stats.run_scores` takes the
+  last evaluation as the final score when asked (``final_from_eval``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Run:
     episode_returns: np.ndarray
     config: dict[str, Any] = field(default_factory=dict)
     finished: bool = True
+    eval_steps: np.ndarray | None = None
+    eval_returns: np.ndarray | None = None
+    eval_warning: str | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -139,6 +147,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise ValueError(f"corrupt Monitor csv (non-numeric values: {error})") from error
     if not np.all(np.isfinite(returns)):
         raise ValueError("corrupt Monitor csv (non-finite returns)")
+    eval_steps, eval_returns, eval_warning = read_evaluations(run_dir)
     return Run(
         run_dir=run_dir,
         env=env_label(config),
@@ -151,7 +160,27 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         episode_returns=returns,
         config=config,
         finished=(run_dir / "final_model.zip").is_file(),
+        eval_steps=eval_steps,
+        eval_returns=eval_returns,
+        eval_warning=eval_warning,
     )
+
+
+def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(steps, mean return per evaluation, warning) from ``evaluations.npz``; Nones if absent."""
+    path = run_dir / "evaluations.npz"
+    if not path.is_file():
+        return None, None, None
+    try:
+        with np.load(path) as data:
+            steps = np.asarray(data["timesteps"], dtype=np.int64).reshape(-1)
+            results = np.asarray(data["results"], dtype=np.float64)
+        means = results.reshape(len(steps), -1).mean(axis=1)
+        if len(steps) == 0 or not np.all(np.isfinite(means)):
+            raise ValueError("empty or non-finite")
+    except Exception as error:  # noqa: BLE001 - any reader failure: say so, use the training episodes
+        return None, None, f"{run_dir}: evaluations.npz unreadable ({error}); training episodes used instead"
+    return steps, means, None
 
 
 def load_runs(
@@ -180,6 +209,8 @@ def load_runs(
             warnings.append(f"{run_dir}: left out, duplicate of {seen[run.key]} {run.key}")
             continue
         seen[run.key] = run_dir
+        if run.eval_warning:
+            warnings.append(run.eval_warning)
         runs.append(run)
     _check_budgets(runs, warnings, truncate)
     return LoadedRuns(runs=runs, warnings=warnings)
@@ -203,6 +234,9 @@ def _check_budgets(runs: list[Run], warnings: list[str], truncate: bool) -> None
         for run in env_runs:
             keep = run.episode_steps <= shortest
             run.episode_steps, run.episode_returns = run.episode_steps[keep], run.episode_returns[keep]
+            if run.eval_steps is not None:
+                kept = run.eval_steps <= shortest
+                run.eval_steps, run.eval_returns = run.eval_steps[kept], run.eval_returns[kept]
             run.budget = shortest
         warnings.append(f"{env}: runs of timesteps {budgets} truncated to the shortest, {shortest}")
     for run in list(runs):

@@ -4,7 +4,9 @@ Definitions (the report repeats them):
 
 * **final score** of a run: the mean return of its episodes that end in the last
   10% of training (steps in ``(0.9 * budget, budget]``); if none ends there, the
-  mean of its last 10 episodes.
+  mean of its last 10 episodes. With ``final_from_eval`` (the Atari 100k suite),
+  the mean return of its last evaluation (``evaluations.npz``) instead, where that
+  evaluation lies in the last 10% of training.
 * **AUC score** of a run: its learning curve (:func:`rlaux.compare.results.resample_curve`)
   averaged over the evenly spaced step grid, i.e. area under the curve / budget.
 * Per env: the interquartile mean (IQM) over seeds, with a 95% stratified
@@ -104,23 +106,46 @@ def final_score(run: Run, fraction: float = FINAL_FRACTION, fallback_episodes: i
     return float(run.episode_returns[-fallback_episodes:].mean())
 
 
-def run_scores(runs: Sequence[Run], curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: env, family, game, variant, seed, budget, final, auc."""
+def final_eval_score(run: Run, fraction: float = FINAL_FRACTION) -> float | None:
+    """Mean return of the run's last evaluation (``evaluations.npz``) if it is in the last
+    ``fraction`` of training, else None."""
+    if run.eval_steps is None or run.eval_returns is None or len(run.eval_steps) == 0:
+        return None
+    if run.eval_steps[-1] <= (1.0 - fraction) * run.budget:
+        return None
+    return float(run.eval_returns[-1])
+
+
+def run_scores(runs: Sequence[Run], curves: pd.DataFrame, final_from_eval: bool = False) -> pd.DataFrame:
+    """One row per run: env, family, game, variant, seed, budget, final, auc, final_train, final_eval, final_source.
+
+    ``final`` is ``final_train`` (training episodes, :func:`final_score`), or with
+    ``final_from_eval`` the run's final evaluation (:func:`final_eval_score`) where it has
+    one (``final_source`` says which). Sample efficiency always uses ``final_train``.
+    """
     auc = curves.groupby(["env", "variant", "seed"])["return"].mean()
-    rows = [
-        {
-            "env": run.env,
-            "family": run.family,
-            "game": run.game,
-            "variant": run.variant,
-            "seed": run.seed,
-            "budget": run.budget,
-            "final": final_score(run),
-            "auc": float(auc[(run.env, run.variant, run.seed)]),
-        }
-        for run in runs
-    ]
-    columns = ["env", "family", "game", "variant", "seed", "budget", "final", "auc"]
+    rows = []
+    for run in runs:
+        train_final = final_score(run)
+        eval_final = final_eval_score(run)
+        use_eval = final_from_eval and eval_final is not None
+        rows.append(
+            {
+                "env": run.env,
+                "family": run.family,
+                "game": run.game,
+                "variant": run.variant,
+                "seed": run.seed,
+                "budget": run.budget,
+                "final": eval_final if use_eval else train_final,
+                "auc": float(auc[(run.env, run.variant, run.seed)]),
+                "final_train": train_final,
+                "final_eval": np.nan if eval_final is None else eval_final,
+                "final_source": "evaluation" if use_eval else "training episodes",
+            }
+        )
+    columns = ["env", "family", "game", "variant", "seed", "budget", "final", "auc",
+               "final_train", "final_eval", "final_source"]
     return pd.DataFrame(rows, columns=columns).sort_values(["env", "variant", "seed"]).reset_index(drop=True)
 
 
@@ -163,7 +188,8 @@ def atari_human_random() -> dict[str, tuple[float, float]]:
 def is_atari(family: str, config: Mapping[str, Any] | None = None) -> bool:
     """True for runs of Atari games (env 'Atari'/'ALE', or an ALE / NoFrameskip env id)."""
     env_id = str((config or {}).get("env_id", ""))
-    return family.lower() in ("atari", "ale") or env_id.startswith("ALE/") or "NoFrameskip" in env_id
+    family = family.lower()  # env presets Atari, AtariRGB, Atari100k ...
+    return family == "ale" or family.startswith("atari") or env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
 @dataclass
@@ -330,7 +356,8 @@ def sample_efficiency(curves: pd.DataFrame, scores: pd.DataFrame, baseline: str)
         env_scores = scores[scores["env"] == env]
         if baseline not in set(env_scores["variant"]):
             continue
-        target = iqm(env_scores.loc[env_scores["variant"] == baseline, "final"].to_numpy())
+        column = "final_train" if "final_train" in env_scores else "final"  # training curves: training finals
+        target = iqm(env_scores.loc[env_scores["variant"] == baseline, column].to_numpy())
         _, grid, base_matrix = curve_matrix(curves, env, baseline)
         base_steps = steps_to_reach(grid, columnwise_iqm(base_matrix), target)
         if base_steps is None:
