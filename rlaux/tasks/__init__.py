@@ -6,9 +6,14 @@ from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
 from rlaux.tasks.base import AuxTask, check_weight
+from rlaux.tasks.curl import CURL
+from rlaux.tasks.deep_supervision import DeepSupervision
+from rlaux.tasks.drac import DrAC
 from rlaux.tasks.feature_control import FeatureControl
+from rlaux.tasks.inverse_dynamics import InverseDynamics
 from rlaux.tasks.pixel_control import PixelControl
 from rlaux.tasks.reward_prediction import RewardPrediction
+from rlaux.tasks.spr import SPR
 from rlaux.tasks.value_replay import ValueReplay
 
 #: Task name -> class. A new task is one module plus one entry here.
@@ -17,6 +22,11 @@ TASKS: dict[str, type[AuxTask]] = {
     ValueReplay.name: ValueReplay,
     PixelControl.name: PixelControl,
     FeatureControl.name: FeatureControl,
+    SPR.name: SPR,
+    CURL.name: CURL,
+    InverseDynamics.name: InverseDynamics,
+    DrAC.name: DrAC,
+    DeepSupervision.name: DeepSupervision,
 }
 
 #: Names that stand for several tasks.

@@ -35,6 +35,11 @@ class AuxTask(ABC):
     name: ClassVar[str]
     requires_image: ClassVar[bool] = False
     default_weights: ClassVar[dict[str, float]] = {"ppo": 1.0, "a2c": 1.0}
+    #: True: ``loss`` gets the on-policy minibatch of the current optimizer step (SB3's
+    #: ``RolloutBufferSamples``, see ``rlaux.minibatch``) instead of a replay batch.
+    uses_minibatch: ClassVar[bool] = False
+    #: Share of training done, in [0, 1]; the algorithm sets it before each ``train()``.
+    progress: float = 0.0
 
     def __init__(self, weight: float | None = None) -> None:
         if weight is not None:
@@ -66,6 +71,16 @@ class AuxTask(ABC):
     def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
         """The task's own head on the shared encoder (``None`` if it has none)."""
         return None
+
+    def state_dict(self) -> dict[str, th.Tensor]:
+        """Extra training state of the task that is neither a hyperparameter nor in its head (e.g. a
+        counter kept on the task object), saved in checkpoints. Tensors only: checkpoints read it
+        with ``torch.load(weights_only=True)``. State kept in the head (buffers, target networks)
+        is already in the policy's state dict. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, th.Tensor]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``state_dict`` returned. Default: nothing to restore."""
 
     @abstractmethod
     def loss(self, policy: AuxActorCriticPolicy, head: nn.Module | None, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
