@@ -18,7 +18,7 @@ import time
 import torch as th
 from stable_baselines3 import A2C, PPO
 
-from rlaux.envs import make_vec_env, resolve_env, sb3_policy_kwargs
+from rlaux.envs import make_vec_env, sb3_policy_kwargs
 from rlaux.train import RunConfig, algorithm_kwargs, build_model, resolve
 
 

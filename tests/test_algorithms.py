@@ -1,6 +1,5 @@
 """AuxPPO / AuxA2C: exactness without tasks, joint optimisation with them, save/load/continue."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
