@@ -18,16 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack
 
 from rlaux.errors import ConfigError
-from rlaux.objective import AuxiliaryObjective
+from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
+from rlaux.objective import AuxiliaryObjective, UpdateGuard
 from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy, AuxMultiInputActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer
 from rlaux.tasks import AuxTask, make_tasks
@@ -64,6 +64,8 @@ class AuxAlgorithmMixin:
     :param aux_weights: task name -> weight lambda_k, overriding the defaults.
     :param aux_task_kwargs: task name -> constructor arguments.
     :param aux_replay_capacity: steps kept per env in the auxiliary replay (UNREAL: 2,000).
+    :param max_skipped_updates: stop (``rlaux.objective.NonFiniteUpdates``) after this many optimizer
+        steps in a row with a non-finite loss or gradient, each skipped (0: never stop).
     """
 
     algo_name: ClassVar[str]
@@ -82,6 +84,7 @@ class AuxAlgorithmMixin:
         aux_weights: Mapping[str, float] | None = None,
         aux_task_kwargs: Mapping[str, Mapping] | None = None,
         aux_replay_capacity: int = 2000,
+        max_skipped_updates: int = 10,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -89,9 +92,15 @@ class AuxAlgorithmMixin:
         policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.algo_name, aux_task_kwargs)
         if aux_replay_capacity < 2:
             raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
+        if max_skipped_updates < 0:
+            raise ConfigError(f"max_skipped_updates must be >= 0 (0: never stop), got {max_skipped_updates}")
         self.aux_replay_capacity = aux_replay_capacity
+        self.max_skipped_updates = max_skipped_updates
         self.aux_replay: AuxReplayBuffer | None = None
         self.aux_objective: AuxiliaryObjective | None = None
+        self.update_guard: UpdateGuard | None = None
+        self._rlaux_iterations = 0  # finished rollout + train iterations, over all learn() calls
+        self._rlaux_stop: int | None = None  # set (e.g. by a signal handler) to end learn() at the next rollout
         super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
 
     @property
@@ -99,15 +108,24 @@ class AuxAlgorithmMixin:
         return self.policy.aux_tasks
 
     def _setup_model(self) -> None:
+        # Tasks that train on SB3's minibatch need a rollout buffer that records it (rlaux.minibatch).
+        self.rollout_buffer_class = rollout_buffer_class_for(
+            self.policy_kwargs.get("aux_tasks", ()), self.rollout_buffer_class, self.observation_space
+        )
         super()._setup_model()
+        max_skipped = getattr(self, "max_skipped_updates", 10)
         if not self.aux_tasks:
+            # Only reads the gradient norm: finite updates stay exactly SB3's.
+            self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
             return
         for task in self.aux_tasks:
             task.check(self.observation_space, self.action_space)
             task.configure(gamma=self.gamma)
         if any(t.replay_request() for t in self.aux_tasks) and isinstance(self.observation_space, spaces.Dict):
             raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
-        self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm)
+        self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm,
+                                                max_skipped, minibatch=lambda: current_minibatch(self.rollout_buffer))
+        self.update_guard = self.aux_objective
 
     def _make_replay(self) -> None:
         """A replay sized for the current env, made at the start of ``learn``."""
@@ -143,13 +161,31 @@ class AuxAlgorithmMixin:
             callback = [ReplayFeeder(), *callbacks]
         return super()._init_callback(callback, progress_bar)
 
+    def dump_logs(self, iteration: int = 0) -> None:
+        # A resumed run goes on counting its iterations (SB3 restarts ``iteration`` in each learn()).
+        super().dump_logs(iteration + getattr(self, "_rlaux_iteration_offset", 0))
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
+        # A stop request ends learn() here, at the boundary of two iterations, where a
+        # checkpoint holds everything the next iteration depends on.
+        if getattr(self, "_rlaux_stop", None) is not None:
+            return False
+        return super().collect_rollouts(*args, **kwargs)
+
     def train(self) -> None:
-        super().train()
-        if self.aux_objective is not None:
-            self.aux_objective.record(self.logger)
+        for task in self.aux_tasks:  # share of training done, for tasks with a schedule
+            task.progress = 1.0 - self._current_progress_remaining
+        try:
+            super().train()
+        finally:
+            if self.aux_objective is not None:
+                self.aux_objective.record(self.logger)
+            elif self.update_guard is not None:
+                self.update_guard.record(self.logger)
+        self._rlaux_iterations = getattr(self, "_rlaux_iterations", 0) + 1
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "aux_replay", "aux_objective"]
+        return [*super()._excluded_save_params(), "aux_replay", "aux_objective", "update_guard", "_rlaux_stop"]
 
     def aux_loss(self) -> Any:
         """The current weighted auxiliary loss on fresh replay batches (for inspection and tests)."""

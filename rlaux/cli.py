@@ -63,7 +63,16 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--vec-env", default="auto", help="auto (subprocess for n_envs > 1), dummy or subproc")
     p.add_argument("--eval-freq", type=int, default=0, help="evaluate every N env steps and keep the best model (0: off)")
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
-    p.add_argument("--save-freq", type=int, default=0, help="checkpoint every N env steps (0: off)")
+    p.add_argument("--save-freq", type=int, default=0,
+                   help="checkpoint every N env steps, at the end of an update (0: only on SIGINT/SIGTERM)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints (0: all; default 3)")
+    p.add_argument("--save-replay", action="store_true",
+                   help="also save the auxiliary replay in checkpoints (exact resume; can be large)")
+    p.add_argument("--max-skipped-updates", type=int, default=10,
+                   help="stop after N updates in a row skipped for a non-finite loss or gradient (0: never; default 10)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its newest checkpoint, with the settings of its config.json "
+                        "(only --device, --no-progress, --verbose may be given too)")
     p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override algorithm hyperparameters, e.g. n_steps=64 learning_rate=1e-4")
     p.add_argument("--no-progress", dest="progress_bar", action="store_false", help="hide the progress bar")
@@ -81,6 +90,8 @@ def config_from_args(args: argparse.Namespace):
         timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
         log_dir=args.log_dir, run_name=args.run_name, tensorboard_log=args.tensorboard_log,
         vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,
+        keep_checkpoints=args.keep_checkpoints, save_replay=args.save_replay,
+        max_skipped_updates=args.max_skipped_updates,
         hyperparams=_key_values(args.hyperparams, "--hyperparams", literal=True),
         progress_bar=args.progress_bar, verbose=args.verbose,
     )
@@ -89,8 +100,17 @@ def config_from_args(args: argparse.Namespace):
 def run_train(argv: Sequence[str]) -> int:
     from rlaux.train import train
 
-    args = train_parser().parse_args(argv)
-    run_dir = train(config_from_args(args))
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        from rlaux.train import resume
+
+        defaults = vars(parser.parse_args([]))
+        given = {k for k, v in vars(args).items() if k != "resume" and v != defaults[k]}
+        overrides = {k: getattr(args, k) for k in given}
+        run_dir = resume(args.resume, **overrides)
+    else:
+        run_dir = train(config_from_args(args))
     print(f"run saved in {run_dir} (model: {run_dir / 'final_model.zip'}); watch it with: tensorboard --logdir {run_dir.parent}")
     return 0
 

@@ -18,8 +18,15 @@ bounds the step as SB3 intends.
 
 Numerical faults: when the auxiliary loss or the summed gradient is not
 finite, the gradients are dropped (set to ``None``), so the optimizer skips the
-update entirely (its moments and step count are left alone); the skip is
-counted and logged as ``aux/skipped_updates``.
+update entirely (its moments and step count are left alone: torch's optimizers
+pass over parameters whose ``grad`` is ``None``); the skip is counted and logged
+as ``aux/skipped_updates`` and ``train/skipped_updates``. Runs without an
+auxiliary task get the same guard (``UpdateGuard``: it only reads the gradient
+norm, so finite updates are SB3's bit for bit; ``train/skipped_updates`` is
+logged once an update has been skipped). A non-finite RL loss makes a
+non-finite gradient, so it is caught the same way. After ``max_consecutive``
+skips in a row, ``NonFiniteUpdates`` is raised from the optimizer step, before
+any parameter changes: the weights are then the last good ones.
 """
 
 from __future__ import annotations
@@ -30,12 +37,62 @@ from collections.abc import Callable, Sequence
 import torch as th
 from stable_baselines3.common.logger import Logger
 
+from rlaux.minibatch import batch_for
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask
 
 
-class AuxiliaryObjective:
+class NonFiniteUpdates(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient; the weights are the last good ones."""
+
+
+class UpdateGuard:
+    """Skips optimizer steps whose gradient is not finite, and counts them.
+
+    :param max_consecutive: raise ``NonFiniteUpdates`` after this many skips in a row (0: never).
+    """
+
+    def __init__(self, optimizer: th.optim.Optimizer, max_consecutive: int = 0) -> None:
+        self.max_consecutive = max_consecutive
+        self.skipped_updates = 0
+        self.consecutive = 0
+        self._handle = optimizer.register_step_pre_hook(self._before_step)
+
+    def detach(self) -> None:
+        self._handle.remove()
+
+    def state(self) -> dict[str, int]:
+        return {"skipped_updates": self.skipped_updates, "consecutive": self.consecutive}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.skipped_updates = int(state.get("skipped_updates", 0))
+        self.consecutive = int(state.get("consecutive", 0))
+
+    def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads and not th.isfinite(th.nn.utils.get_total_norm(grads)):
+            return self._skip(params)
+        self.consecutive = 0
+
+    def _skip(self, params: Sequence[th.Tensor]) -> None:
+        for p in params:
+            p.grad = None
+        self.skipped_updates += 1
+        self.consecutive += 1
+        if self.max_consecutive and self.consecutive >= self.max_consecutive:
+            raise NonFiniteUpdates(
+                f"{self.consecutive} optimizer steps in a row had a non-finite loss or gradient and were skipped "
+                f"({self.skipped_updates} in all); training stopped with the last good weights"
+            )
+
+    def record(self, logger: Logger) -> None:
+        if self.skipped_updates:
+            logger.record("train/skipped_updates", self.skipped_updates)
+
+
+class AuxiliaryObjective(UpdateGuard):
     """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
 
     :param replay: returns the current replay buffer (``None`` before the first rollout).
@@ -47,18 +104,17 @@ class AuxiliaryObjective:
         policy: AuxActorCriticPolicy,
         replay: Callable[[], AuxReplayBuffer | None],
         max_grad_norm: float,
+        max_consecutive: int = 0,
+        minibatch: Callable[[], object] = lambda: None,
     ) -> None:
         self.tasks = list(tasks)
         self.policy = policy
         self.replay = replay
+        self.minibatch = minibatch  # the on-policy minibatch of the current step (rlaux.minibatch)
         self.max_grad_norm = max_grad_norm
-        self.skipped_updates = 0
         self._sums: dict[str, th.Tensor] = defaultdict(lambda: th.zeros((), device=policy.device))
         self._counts: dict[str, int] = defaultdict(int)
-        self._handle = policy.optimizer.register_step_pre_hook(self._before_step)
-
-    def detach(self) -> None:
-        self._handle.remove()
+        super().__init__(policy.optimizer, max_consecutive)
 
     def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -75,30 +131,24 @@ class AuxiliaryObjective:
         # min(1, max/norm) rather than clip_grad_norm_'s max/(norm + 1e-6): re-clipping SB3's
         # already-clipped gradient must leave it bit for bit as it is.
         th._foreach_mul_(grads, th.clamp(self.max_grad_norm / norm, max=1.0))
+        self.consecutive = 0
 
     def loss(self) -> th.Tensor | None:
         """sum_k lambda_k L_aux_k on fresh replay batches (one per distinct request), or None."""
-        replay = self.replay()
-        if replay is None:
+        replay, minibatch = self.replay(), self.minibatch()
+        if replay is None and minibatch is None:
             return None
         batches: dict[ReplayRequest, ReplayBatch] = {}
         total = None
         for task in self.tasks:
-            request = task.replay_request()
-            if request is None or not replay.can_sample(request):
+            batch = batch_for(task, replay, minibatch, batches, self.policy.device)
+            if batch is None:
                 continue
-            if request not in batches:
-                batches[request] = replay.sample(request, self.policy.device)
-            loss, metrics = task.loss(self.policy, self.policy.aux_head(task.name), batches[request])
+            loss, metrics = task.loss(self.policy, self.policy.aux_head(task.name), batch)
             self._accumulate(task.name, {"loss": loss.detach(), **metrics})
             weighted = task.weight * loss
             total = weighted if total is None else total + weighted
         return total
-
-    def _skip(self, params: Sequence[th.Tensor]) -> None:
-        for p in params:
-            p.grad = None
-        self.skipped_updates += 1
 
     def _accumulate(self, task: str, metrics: dict[str, th.Tensor]) -> None:
         for key, value in metrics.items():
@@ -113,5 +163,6 @@ class AuxiliaryObjective:
         for task in self.tasks:
             logger.record(f"aux/{task.name}/weight", task.weight)
         logger.record("aux/skipped_updates", self.skipped_updates)
+        super().record(logger)
         self._sums.clear()
         self._counts.clear()

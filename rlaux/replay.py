@@ -15,8 +15,9 @@ which divides the memory by the stack size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
@@ -127,6 +128,35 @@ class AuxReplayBuffer:
         self.size = 0  # filled slots per env
         self.rng = np.random.default_rng(seed)
         self._valid_ends: dict[tuple, np.ndarray] = {}
+
+    _ARRAYS = ("frames", "actions", "rewards", "dones", "episode_step")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything but the RNG as plain numpy arrays (for ``np.savez``; no pickle needed)."""
+        out = {name: getattr(self, name) for name in self._ARRAYS}
+        out["meta"] = np.array([self.capacity, self.n_envs, self.frame_stack, self.pos, self.size], dtype=np.int64)
+        return out
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore ``arrays()``; ValueError naming the mismatch when they were made for another buffer."""
+        meta = arrays.get("meta")
+        if meta is None or any(name not in arrays for name in self._ARRAYS):
+            raise ValueError(f"replay arrays lack some of {', '.join(('meta', *self._ARRAYS))}")
+        capacity, n_envs, frame_stack, pos, size = (int(v) for v in meta)
+        if (capacity, n_envs, frame_stack) != (self.capacity, self.n_envs, self.frame_stack):
+            raise ValueError(
+                f"replay saved with capacity={capacity}, n_envs={n_envs}, frame_stack={frame_stack}; this one has "
+                f"capacity={self.capacity}, n_envs={self.n_envs}, frame_stack={self.frame_stack}"
+            )
+        for name in self._ARRAYS:
+            mine, theirs = getattr(self, name), arrays[name]
+            if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
+                raise ValueError(f"replay array '{name}' is {theirs.dtype}{list(theirs.shape)}, "
+                                 f"expected {mine.dtype}{list(mine.shape)}")
+        for name in self._ARRAYS:
+            getattr(self, name)[...] = arrays[name]
+        self.pos, self.size = pos, size
+        self._valid_ends.clear()
 
     @property
     def nbytes(self) -> int:
