@@ -63,6 +63,8 @@ class AuxAlgorithmMixin:
     :param aux_tasks: task names, a comma-separated string, or task objects.
     :param aux_weights: task name -> weight lambda_k, overriding the defaults.
     :param aux_task_kwargs: task name -> constructor arguments.
+    :param aux_weighting: task name (or "*" for all) -> weighting spec (``rlaux.weighting``), e.g.
+        ``{"*": "cosine"}`` or ``{"pixel_control": "linear:1:0:0.5"}``.
     :param aux_replay_capacity: steps kept per env in the auxiliary replay (UNREAL: 2,000).
     :param max_skipped_updates: stop (``rlaux.objective.NonFiniteUpdates``) after this many optimizer
         steps in a row with a non-finite loss or gradient, each skipped (0: never stop).
@@ -83,13 +85,14 @@ class AuxAlgorithmMixin:
         aux_tasks: str | Iterable[str | AuxTask] | None = (),
         aux_weights: Mapping[str, float] | None = None,
         aux_task_kwargs: Mapping[str, Mapping] | None = None,
+        aux_weighting: Mapping[str, str] | None = None,
         aux_replay_capacity: int = 2000,
         max_skipped_updates: int = 10,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         policy_kwargs = dict(policy_kwargs or {})
-        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.algo_name, aux_task_kwargs)
+        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.algo_name, aux_task_kwargs, aux_weighting)
         if aux_replay_capacity < 2:
             raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
         if max_skipped_updates < 0:

@@ -52,6 +52,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--aux", default=None,
                    help=f"comma list of aux tasks or 'none' (default: the agent preset's); one of {', '.join(available_tasks())}")
     p.add_argument("--aux-weight", action="append", default=[], metavar="NAME=VALUE", help="weight of an aux task (repeatable)")
+    p.add_argument("--aux-weighting", action="append", default=[], metavar="[NAME=]SPEC",
+                   help="how aux weights vary: fixed, cosine, cosine_weighted, olaux[:BETA:EVERY], uncertainty, or a "
+                        "schedule linear|cosine|warmup:START:END:FRACTION; NAME= for one task, else all (repeatable)")
     p.add_argument("-n", "--timesteps", "--n-timesteps", dest="timesteps", type=int, default=None,
                    help="env steps to train for (default: the env preset's)")
     p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the env preset's)")
@@ -87,6 +90,8 @@ def config_from_args(args: argparse.Namespace):
         env=args.env, game=args.game, algo=args.algo, agent=args.agent,
         aux=None if args.aux is None else args.aux.split(","),
         aux_weights=_key_values(args.aux_weight, "--aux-weight", literal=False),
+        aux_weighting={k: v for item in args.aux_weighting
+                       for k, v in ([("*", item)] if "=" not in item else _key_values([item], "--aux-weighting", False).items())},
         timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
         log_dir=args.log_dir, run_name=args.run_name, tensorboard_log=args.tensorboard_log,
         vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,

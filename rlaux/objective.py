@@ -41,6 +41,7 @@ from rlaux.minibatch import batch_for
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask
+from rlaux.weighting import OLAux
 
 
 class NonFiniteUpdates(RuntimeError):
@@ -119,11 +120,16 @@ class AuxiliaryObjective(UpdateGuard):
     def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         with th.enable_grad():
-            total = self.loss()
-        if total is not None:
-            if not th.isfinite(total):
+            terms = self.task_losses()
+            summed = [self.weighted(task, loss) for task, loss in terms if not task.weighting.uses_gradients]
+            gated = [(task, loss) for task, loss in terms if task.weighting.uses_gradients]
+            total = sum(summed[1:], summed[0]) if summed else None
+            if (total is not None and not th.isfinite(total)) or not all(th.isfinite(loss) for _, loss in gated):
                 return self._skip(params)
-            total.backward()
+            if gated:
+                self._add_gated_gradients(gated, keep_graph=total is not None)
+            if total is not None:
+                total.backward()
         grads = [p.grad for p in params if p.grad is not None]
         norm = th.nn.utils.get_total_norm(grads)
         if not th.isfinite(norm):
@@ -133,22 +139,78 @@ class AuxiliaryObjective(UpdateGuard):
         th._foreach_mul_(grads, th.clamp(self.max_grad_norm / norm, max=1.0))
         self.consecutive = 0
 
-    def loss(self) -> th.Tensor | None:
-        """sum_k lambda_k L_aux_k on fresh replay batches (one per distinct request), or None."""
+    def task_losses(self) -> list[tuple[AuxTask, th.Tensor]]:
+        """Each task's unweighted loss on fresh batches (one replay batch per distinct request)."""
         replay, minibatch = self.replay(), self.minibatch()
         if replay is None and minibatch is None:
-            return None
+            return []
         batches: dict[ReplayRequest, ReplayBatch] = {}
-        total = None
+        terms = []
         for task in self.tasks:
             batch = batch_for(task, replay, minibatch, batches, self.policy.device)
             if batch is None:
                 continue
             loss, metrics = task.loss(self.policy, self.policy.aux_head(task.name), batch)
             self._accumulate(task.name, {"loss": loss.detach(), **metrics})
-            weighted = task.weight * loss
-            total = weighted if total is None else total + weighted
-        return total
+            terms.append((task, loss))
+        return terms
+
+    def effective_weight(self, task: AuxTask) -> float:
+        return task.weighting.weight(task.weight, task.progress)
+
+    def weighted(self, task: AuxTask, loss: th.Tensor) -> th.Tensor:
+        """lambda_k L_k as the task's weighting sets it (Kendall's form for ``uncertainty``)."""
+        weight = self.effective_weight(task)
+        if task.weighting.learned:
+            log_var = self.policy.aux_log_vars[task.name]
+            self._accumulate(task.name, {"weight": weight * 0.5 * th.exp(-log_var.detach()), "log_variance": log_var.detach()})
+            return weight * (0.5 * th.exp(-log_var) * loss + 0.5 * log_var)
+        self._accumulate(task.name, {"weight": th.tensor(float(weight))})
+        return weight * loss
+
+    def loss(self) -> th.Tensor | None:
+        """sum_k lambda_k L_aux_k on fresh replay batches, or None (no gradient gating: for inspection)."""
+        weighted = [self.weighted(task, loss) for task, loss in self.task_losses()]
+        return sum(weighted[1:], weighted[0]) if weighted else None
+
+    def _shared_parameters(self) -> list[th.Tensor]:
+        """The shared encoder's parameters (all RL parameters when the encoder has none, as with MLPs)."""
+        shared = [p for p in self.policy.encoder.parameters() if p.requires_grad]
+        if shared:
+            return shared
+        aux = {id(p) for name, p in self.policy.named_parameters() if name.startswith("aux_")}
+        return [p for p in self.policy.parameters() if p.requires_grad and id(p) not in aux]
+
+    def _add_gated_gradients(self, gated: list[tuple[AuxTask, th.Tensor]], keep_graph: bool) -> None:
+        """Add each task's gradient, its shared-encoder part gated or tracked against the RL gradient."""
+        shared = self._shared_parameters()
+        shared_ids = {id(p) for p in shared}
+        rl = [th.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in shared]
+        rl_norm = th.linalg.vector_norm(th.stack([g.norm() for g in rl]))
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        for i, (task, loss) in enumerate(gated):
+            grads = th.autograd.grad(loss, trainable, retain_graph=keep_graph or i < len(gated) - 1, allow_unused=True)
+            by_id = {id(p): g for p, g in zip(trainable, grads)}
+            aux = [th.zeros_like(p) if by_id[id(p)] is None else by_id[id(p)] for p in shared]
+            inner = sum((a * r).sum() for a, r in zip(aux, rl))
+            aux_norm = th.linalg.vector_norm(th.stack([a.norm() for a in aux]))
+            cosine = float(inner / (aux_norm * rl_norm)) if aux_norm > 0 and rl_norm > 0 else 0.0
+            weight = self.effective_weight(task)
+            if isinstance(task.weighting, OLAux):
+                task.weighting.observe(task.weight, float(inner))
+                gate = 1.0
+            else:
+                gate = task.weighting.gate(cosine)
+            self._accumulate(task.name, {"weight": th.tensor(weight), "grad_cosine": th.tensor(cosine),
+                                         "gate": th.tensor(gate), "grad_inner": inner.detach()})
+            for p, g in zip(trainable, grads):
+                if g is None:
+                    continue
+                scale = weight * gate if id(p) in shared_ids else weight
+                if p.grad is None:
+                    p.grad = scale * g
+                else:
+                    p.grad.add_(g, alpha=scale)
 
     def _accumulate(self, task: str, metrics: dict[str, th.Tensor]) -> None:
         for key, value in metrics.items():
@@ -160,8 +222,9 @@ class AuxiliaryObjective(UpdateGuard):
         """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
         for name, total in self._sums.items():
             logger.record(name, (total / self._counts[name]).item())
-        for task in self.tasks:
-            logger.record(f"aux/{task.name}/weight", task.weight)
+        for task in self.tasks:  # tasks not computed this round (replay not ready) show their set weight
+            if f"aux/{task.name}/weight" not in self._sums:
+                logger.record(f"aux/{task.name}/weight", self.effective_weight(task))
         logger.record("aux/skipped_updates", self.skipped_updates)
         super().record(logger)
         self._sums.clear()

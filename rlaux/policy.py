@@ -38,6 +38,9 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         with th.random.fork_rng(devices=[]):
             heads = {task.name: task.build_head(self) for task in self.aux_tasks}
             self.aux_heads = nn.ModuleDict({name: head for name, head in heads.items() if head is not None})
+        learned = [t.name for t in self.aux_tasks if getattr(getattr(t, "weighting", None), "learned", False)]
+        if learned:  # log-variances of the ``uncertainty`` weighting, optimised with everything else
+            self.aux_log_vars = nn.ParameterDict({name: nn.Parameter(th.zeros(())) for name in learned})
         # SB3 made its optimizer before the heads existed: make it again over all parameters.
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 

@@ -59,6 +59,7 @@ class RunConfig:
     agent: str | None = None
     aux: list[str] | None = None
     aux_weights: dict[str, float] = field(default_factory=dict)
+    aux_weighting: dict[str, str] = field(default_factory=dict)  # task name or "*" -> rlaux.weighting spec
     timesteps: int | None = None
     n_envs: int | None = None
     seed: int = 0
@@ -92,6 +93,7 @@ class ResolvedRun:
     timesteps: int
     n_envs: int
     run_dir: Path
+    aux_weighting: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class ResolvedRun:
             "aux_label": "+".join(self.aux) if self.aux else "none",
             "aux_weights": self.aux_weights,
             "aux_task_kwargs": self.aux_task_kwargs,
+            "aux_weighting": self.aux_weighting,
             "hyperparams": self.hyperparams,
             "timesteps": self.timesteps,
             "n_envs": self.n_envs,
@@ -152,7 +155,7 @@ def _check_flags(config: RunConfig) -> list[str]:
 
 #: Keys that flags or rlaux set; a hyperparameter may not name them.
 _RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "aux_tasks", "aux_weights",
-             "aux_task_kwargs", "_init_setup_model", "max_skipped_updates"}
+             "aux_task_kwargs", "aux_weighting", "_init_setup_model", "max_skipped_updates"}
 _POS_INT = ("n_steps", "batch_size", "n_epochs", "stats_window_size", "sde_sample_freq", "aux_replay_capacity")
 _UNIT = ("gamma", "gae_lambda", "rms_prop_eps")
 _NON_NEG = ("ent_coef", "vf_coef", "target_kl")
@@ -244,7 +247,9 @@ def resolve(config: RunConfig) -> ResolvedRun:
         problems.append(f"--aux-weight names {', '.join(unknown)}, not among the aux tasks {aux or ['none']}")
     aux_task_kwargs = {k: v for k, v in (agent or {}).get("aux_task_kwargs", {}).items() if k in aux}
     # validates task names, constructor arguments and weights
-    attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, algo, aux_task_kwargs)
+    aux_weighting = {**(agent or {}).get("aux_weighting", {}), **config.aux_weighting}
+    attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, algo, aux_task_kwargs,
+            aux_weighting if aux_known else {})
     if spec is not None and spec.policy == "MlpPolicy":
         for name in aux:
             if name in TASKS and TASKS[name].requires_image:
@@ -257,7 +262,8 @@ def resolve(config: RunConfig) -> ResolvedRun:
     timesteps = config.timesteps or int(getattr(spec, "timesteps", None) or DEFAULT_TIMESTEPS.get(spec.kind, 1_000_000))
     n_envs = config.n_envs or spec.n_envs
     run_dir = _run_dir(config, spec, algo, aux)
-    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, timesteps, n_envs, run_dir)
+    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, timesteps, n_envs, run_dir,
+                       aux_weighting)
 
 
 def _agent_preset(name: str) -> dict[str, Any]:
@@ -369,6 +375,7 @@ def build_model(run: ResolvedRun, env: Any) -> Any:
         aux_tasks=run.aux,
         aux_weights={k: v for k, v in run.aux_weights.items() if k in run.aux},
         aux_task_kwargs=run.aux_task_kwargs,
+        aux_weighting=run.aux_weighting,
         max_skipped_updates=run.config.max_skipped_updates,
         policy_kwargs=policy_kwargs,
         seed=run.config.seed,
@@ -480,7 +487,7 @@ def load_run(run_dir: str | os.PathLike) -> ResolvedRun:
         spec = EnvSpec(**data["env_spec"])
         return ResolvedRun(config, spec, data["algo"], list(data["aux"]), dict(data["aux_weights"]),
                            dict(data["aux_task_kwargs"]), dict(data["hyperparams"]), int(data["timesteps"]),
-                           int(data["n_envs"]), run_dir)
+                           int(data["n_envs"]), run_dir, dict(data.get("aux_weighting", {})))
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: not a config.json written by rlaux ({type(err).__name__}: {err})") from None
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
 from rlaux.tasks.base import AuxTask, check_weight
+from rlaux.weighting import Weighting, parse_weighting
 from rlaux.tasks.curl import CURL
 from rlaux.tasks.deep_supervision import DeepSupervision
 from rlaux.tasks.drac import DrAC
@@ -62,11 +64,13 @@ def make_tasks(
     weights: Mapping[str, float] | None = None,
     algo: str = "ppo",
     task_kwargs: Mapping[str, Mapping] | None = None,
+    weightings: Mapping[str, str | Weighting] | None = None,
 ) -> list[AuxTask]:
     """Build task objects from names (or pass task objects through), with weights for ``algo``.
 
     ``weights`` maps task names to lambda_k and overrides the defaults; ``task_kwargs``
-    maps task names to constructor arguments.
+    maps task names to constructor arguments; ``weightings`` maps task names (or ``"*"``
+    for all) to a weighting (``rlaux.weighting``: "cosine", "linear:1:0:0.5", ...).
     """
     weights = dict(weights or {})
     task_kwargs = task_kwargs or {}
@@ -87,6 +91,13 @@ def make_tasks(
         next(t for t in built if t.name == name).weight = weight
     for task in built:
         task.resolve_weight(algo)
+    for name, spec in (weightings or {}).items():
+        if name != "*" and name not in names:
+            raise ConfigError(f"--aux-weighting names '{name}', which is not among the aux tasks {names or ['none']}")
+        weighting = spec if isinstance(spec, Weighting) else parse_weighting(spec, name)
+        for task in built:
+            if name in ("*", task.name) and not (name == "*" and task.name in (weightings or {})):
+                task.weighting = copy.deepcopy(weighting)
     return built
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from rlaux.errors import ConfigError
 from rlaux.replay import ReplayBatch, ReplayRequest
+from rlaux.weighting import Fixed, Weighting
 
 if TYPE_CHECKING:
     from rlaux.policy import AuxActorCriticPolicy
@@ -45,6 +46,7 @@ class AuxTask(ABC):
         if weight is not None:
             check_weight(self.name, weight)
         self.weight = weight
+        self.weighting: Weighting = Fixed()  # how the weight varies (rlaux.weighting); --aux-weighting
 
     def resolve_weight(self, algo: str) -> None:
         """Fill in the default weight for ``algo`` ("ppo" or "a2c") when none was given."""
