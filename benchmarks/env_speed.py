@@ -2,6 +2,7 @@
 
     python benchmarks/env_speed.py                        # all presets, 1 and 8 envs
     python benchmarks/env_speed.py --env MinAtar --n-envs 8 --vec-env dummy subproc --seconds 3
+    python benchmarks/env_speed.py --env Atari --n-envs 1 8 --vec-env auto envpool   # needs rlaux[envpool]
 
 Reports env steps/s (one step of a VecEnv with n envs counts n steps; an Atari
 step is 4 emulator frames) and the time to build and reset the VecEnv.
@@ -51,14 +52,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["Atari", "MinAtar", "MiniWorld", "CartPole-v1"])
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--vec-env", nargs="+", default=["auto"], choices=["auto", "dummy", "subproc"])
+    parser.add_argument("--vec-env", nargs="+", default=["auto"], choices=["auto", "dummy", "subproc", "envpool"],
+                        help="envpool: Atari only, optional extra rlaux[envpool]")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
 
     from rlaux.envs import miniworld_available
     from rlaux.errors import ConfigError
 
-    print(f"{'env':<12} {'env id':<24} {'n':>3} {'vec env':<14} {'steps/s':>9} {'startup s':>9}")
+    print(f"{'env':<12} {'env id':<24} {'n':>3} {'vec env':<18} {'steps/s':>9} {'startup s':>9}")
     for name in args.env:
         if name.lower().startswith("miniworld"):
             ok, reason = miniworld_available()
@@ -68,7 +70,7 @@ def main() -> None:
         for n in args.n_envs:
             seen = set()
             for vec in args.vec_env:
-                if n == 1 and vec != "auto":
+                if n == 1 and vec not in ("auto", "envpool"):
                     vec = "dummy"
                 if (n, vec) in seen:
                     continue
@@ -76,10 +78,10 @@ def main() -> None:
                 try:
                     r = measure(name, n, vec, args.seconds)
                 except ConfigError as exc:
-                    print(f"{name:<12} error: {exc}")
-                    break
+                    print(f"{name:<12} {vec}: {exc}")
+                    continue
                 print(
-                    f"{r['env']:<12} {r['env_id']:<24} {r['n_envs']:>3} {r['vec_env']:<14} "
+                    f"{r['env']:<12} {r['env_id']:<24} {r['n_envs']:>3} {r['vec_env']:<18} "
                     f"{r['steps_per_s']:>9.0f} {r['startup_s']:>9.2f}",
                     flush=True,
                 )

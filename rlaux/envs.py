@@ -20,6 +20,9 @@ Final observations, as SB3 expects:
 - MiniWorld: uint8 ``[3, 60, 80]``.
 - Other ids: whatever the env gives, transposed to channel-first if it is an image.
 
+``make_vec_env(spec, vec_env="envpool")`` builds Atari through EnvPool instead (optional
+extra ``rlaux[envpool]``; same preprocessing, same observations, see ``rlaux.envpool_env``).
+
 Monitor (episode returns, lengths; ``<monitor_dir>/<rank>.monitor.csv``) wraps
 the raw env, below the Atari wrappers: logged returns are game scores before
 reward clipping and over full games, not lives, as with SB3's make_atari_env.
@@ -35,6 +38,7 @@ import copy
 import difflib
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,7 +66,7 @@ gym.register_envs(ale_py)
 KINDS = ("atari", "minatar", "miniworld", "gym")
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 MINIWORLD_GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"
-VEC_ENV_CHOICES = ("auto", "dummy", "subproc")
+VEC_ENV_CHOICES = ("auto", "dummy", "subproc", "envpool")
 
 # Keys an env preset may hold (see envs/README.md).
 PRESET_KEYS = {
@@ -270,6 +274,11 @@ def _make_base_env(env_id: str, kind: str, **env_kwargs: Any) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except TypeError:
         return gym.make(env_id, **env_kwargs)
+
+
+def _make_wrapped_env(factory: Callable[..., gym.Env], env_wrapper: Callable[[gym.Env], gym.Env],
+                      **env_kwargs: Any) -> gym.Env:
+    return env_wrapper(factory(**env_kwargs))
 
 
 def _wrap_atari(env: gym.Env, **wrapper_kwargs: Any) -> gym.Env:
@@ -621,6 +630,7 @@ def make_vec_env(
     vec_env: str = "auto",
     training: bool = True,
     monitor_dir: str | None = None,
+    env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
 ) -> VecEnv:
     """Build the vectorised env of ``spec`` (SB3's make_vec_env underneath).
 
@@ -628,10 +638,14 @@ def make_vec_env(
     - ``seed``: env ``i`` is seeded ``seed + i`` (its first reset and its action space).
     - ``vec_env``: "dummy", "subproc" (forkserver), or "auto": DummyVecEnv for 1 env
       and for cheap envs (MinAtar, vector-observation gym envs), SubprocVecEnv otherwise.
+      "envpool" (Atari only, optional extra ``rlaux[envpool]``): EnvPool's C++ pool with
+      the same preprocessing, see :mod:`rlaux.envpool_env`.
     - ``training``: False builds the evaluation variant: Atari without EpisodicLife
       and without ClipReward (full games, raw scores).
     - ``monitor_dir``: SB3 Monitor writes ``<monitor_dir>/<rank>.monitor.csv`` with the
       raw episode returns (below all reward transforms and life-loss resets).
+    - ``env_wrapper``: applied to each raw env, below Monitor and the preset's wrappers
+      (e.g. gymnasium's RecordVideo); must be picklable for SubprocVecEnv.
 
     Returns a VecEnv whose image observations are uint8 channel-first ``[C, H, W]``
     (VecFrameStack then VecTransposeImage where needed), so SB3 adds no transpose.
@@ -641,6 +655,15 @@ def make_vec_env(
         raise ConfigError(f"n_envs must be >= 1, got {n}")
     if spec.kind not in KINDS:
         raise ConfigError(f"unknown env kind {spec.kind!r}; valid kinds: {', '.join(KINDS)}")
+    if vec_env == "envpool":
+        if spec.kind != "atari":
+            raise ConfigError(f"--vec-env envpool supports Atari envs only, not {spec.env_id!r} (kind {spec.kind}); "
+                              "use --vec-env auto, dummy or subproc")
+        if env_wrapper is not None:
+            raise ConfigError("--vec-env envpool runs the envs in C++: it cannot wrap them (e.g. for --video)")
+        from rlaux.envpool_env import make_envpool_vec_env
+
+        return make_envpool_vec_env(spec, n_envs=n, seed=seed, training=training, monitor_dir=monitor_dir)
     env_kwargs = dict(spec.env_kwargs)
 
     wrapper_class = None
@@ -656,8 +679,11 @@ def make_vec_env(
     cls = _vec_env_cls(spec, n, vec_env)
     if cls is SubprocVecEnv:
         _preload_forkserver()
+    factory = functools.partial(_make_base_env, spec.env_id, spec.kind)
+    if env_wrapper is not None:
+        factory = functools.partial(_make_wrapped_env, factory, env_wrapper)
     venv = sb3_make_vec_env(
-        functools.partial(_make_base_env, spec.env_id, spec.kind),
+        factory,
         n_envs=n,
         seed=seed,
         monitor_dir=monitor_dir,
