@@ -39,9 +39,8 @@ episode ended, returning that reset as a step with reward 0):
 - Episode statistics as SB3's ``Monitor`` below the Atari wrappers would log them:
   ``infos[i]["episode"] = {"r", "l", "t"}`` once per *game* (not per life), with the
   unclipped score (EnvPool's ``info["reward"]``), and ``<monitor_dir>/<i>.monitor.csv``.
-  ``l`` counts emulator frames like the default path's Monitor (which wraps the
-  frameskip-1 ALE env): agent steps x frame_skip (the default path also counts the
-  reset no-ops, at most 31 frames a game more). ``env_is_wrapped(Monitor)`` answers
+  ``l`` counts agent steps, like the default path's Monitor (which sits above the
+  frame skipping). ``env_is_wrapped(Monitor)`` answers
   True so that ``evaluate_policy`` uses these game scores.
 - ``seed(s)``: env ``i`` gets ``s + i``; EnvPool fixes seeds at creation, so the pool
   is remade at the next ``reset()``.
@@ -199,7 +198,7 @@ class EnvPoolAtariVecEnv(VecEnv):
         return obs, np.asarray(reward, dtype=np.float32), dones, infos
 
     def _log_episode(self, i: int, info: dict[str, Any]) -> None:
-        episode = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]) * self.frame_skip,
+        episode = {"r": round(float(self._returns[i]), 6), "l": int(self._lengths[i]),
                    "t": round(time.time() - self._t_start, 6)}
         info["episode"] = episode
         if self._writers:

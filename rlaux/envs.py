@@ -23,9 +23,12 @@ Final observations, as SB3 expects:
 ``make_vec_env(spec, vec_env="envpool")`` builds Atari through EnvPool instead (optional
 extra ``rlaux[envpool]``; same preprocessing, same observations, see ``rlaux.envpool_env``).
 
-Monitor (episode returns, lengths; ``<monitor_dir>/<rank>.monitor.csv``) wraps
-the raw env, below the Atari wrappers: logged returns are game scores before
-reward clipping and over full games, not lives, as with SB3's make_atari_env.
+Monitor (episode returns, lengths; ``<monitor_dir>/<rank>.monitor.csv``) sits below
+every reward transform and life-loss reset: logged returns are game scores before
+reward clipping and over full games, not lives, as with SB3's make_atari_env. Unlike
+make_atari_env, the Atari Monitor sits above the frame skipping, so episode lengths
+count agent steps (SB3's ``num_timesteps``), not emulator frames (plus the 1-3 steps
+that EpisodicLife and FireReset take themselves at each reset).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common import atari_wrappers as sb3_atari
-from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
@@ -193,11 +196,14 @@ class WarpFrameRGB(gym.ObservationWrapper):
         return cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
 
 
-class AtariWrapper(sb3_atari.AtariWrapper):
-    """SB3's AtariWrapper with a ``grayscale`` switch (False: RGB ``[H, W, 3]`` frames).
+class AtariWrapper(gym.Wrapper):
+    """SB3's AtariWrapper chain, with a ``grayscale`` switch and a place for the Monitor.
 
-    With ``grayscale=True`` the chain is exactly SB3's: NoopReset(30), MaxAndSkip(4),
-    EpisodicLife, FireReset, WarpFrame(84, grey), ClipReward.
+    NoopReset(30), MaxAndSkip(4), [monitor], EpisodicLife, FireReset, WarpFrame(84, grey
+    or RGB), ClipReward: SB3's order. ``monitor`` (e.g. SB3's ``Monitor``) is applied right
+    above the frame skipping, so it counts agent steps (not emulator frames, and not the
+    reset no-ops), sees whole games (below the life-loss resets) and raw rewards (below
+    the clipping): its episode lengths are on the same axis as SB3's ``num_timesteps``.
     """
 
     def __init__(
@@ -210,33 +216,27 @@ class AtariWrapper(sb3_atari.AtariWrapper):
         clip_reward: bool = True,
         action_repeat_probability: float = 0.0,
         grayscale: bool = True,
+        monitor: Callable[[gym.Env], gym.Env] | None = None,
     ) -> None:
-        if grayscale:
-            super().__init__(
-                env,
-                noop_max=noop_max,
-                frame_skip=frame_skip,
-                screen_size=screen_size,
-                terminal_on_life_loss=terminal_on_life_loss,
-                clip_reward=clip_reward,
-                action_repeat_probability=action_repeat_probability,
-            )
-            return
-        # Same chain as SB3 2.9's AtariWrapper.__init__, with WarpFrameRGB.
         if action_repeat_probability > 0.0:
             env = sb3_atari.StickyActionEnv(env, action_repeat_probability)
         if noop_max > 0:
             env = sb3_atari.NoopResetEnv(env, noop_max=noop_max)
         if frame_skip > 1:
             env = sb3_atari.MaxAndSkipEnv(env, skip=frame_skip)
+        if monitor is not None:
+            env = monitor(env)
         if terminal_on_life_loss:
             env = sb3_atari.EpisodicLifeEnv(env)
         if "FIRE" in env.unwrapped.get_action_meanings():  # type: ignore[attr-defined]
             env = sb3_atari.FireResetEnv(env)
-        env = WarpFrameRGB(env, width=screen_size, height=screen_size)
+        if grayscale:
+            env = sb3_atari.WarpFrame(env, width=screen_size, height=screen_size)
+        else:
+            env = WarpFrameRGB(env, width=screen_size, height=screen_size)
         if clip_reward:
             env = sb3_atari.ClipRewardEnv(env)
-        gym.Wrapper.__init__(self, env)
+        super().__init__(env)
 
 
 class MinAtarImage(gym.ObservationWrapper):
@@ -276,17 +276,28 @@ def _make_base_env(env_id: str, kind: str, **env_kwargs: Any) -> gym.Env:
         return gym.make(env_id, **env_kwargs)
 
 
-def _make_wrapped_env(factory: Callable[..., gym.Env], env_wrapper: Callable[[gym.Env], gym.Env],
-                      **env_kwargs: Any) -> gym.Env:
-    return env_wrapper(factory(**env_kwargs))
-
-
-def _wrap_atari(env: gym.Env, **wrapper_kwargs: Any) -> gym.Env:
-    return AtariWrapper(env, **wrapper_kwargs)
-
-
-def _wrap_minatar(env: gym.Env) -> gym.Env:
-    return MinAtarImage(env)
+def _make_env(
+    env_id: str,
+    kind: str,
+    rank: int,
+    seed: int | None,
+    monitor_dir: str | None,
+    env_kwargs: dict[str, Any],
+    wrapper_kwargs: dict[str, Any],
+    env_wrapper: Callable[[gym.Env], gym.Env] | None,
+) -> gym.Env:
+    """Env ``rank`` of a VecEnv: as SB3's make_vec_env builds it, except that the Monitor of
+    Atari envs sits above the frame skipping (see ``AtariWrapper``); module level, so picklable."""
+    env = _make_base_env(env_id, kind, **env_kwargs)
+    if env_wrapper is not None:
+        env = env_wrapper(env)
+    if seed is not None:
+        env.action_space.seed(seed + rank)
+    monitor = functools.partial(Monitor, filename=None if monitor_dir is None else os.path.join(monitor_dir, str(rank)))
+    if kind == "atari":
+        return AtariWrapper(env, monitor=monitor, **wrapper_kwargs)
+    env = monitor(env)
+    return MinAtarImage(env) if kind == "minatar" else env
 
 
 # ------------------------------------------------------------------ resolving
@@ -665,33 +676,20 @@ def make_vec_env(
 
         return make_envpool_vec_env(spec, n_envs=n, seed=seed, training=training, monitor_dir=monitor_dir)
     env_kwargs = dict(spec.env_kwargs)
-
-    wrapper_class = None
-    wrapper_kwargs = None
-    if spec.kind == "atari":
-        wrapper_class = _wrap_atari
-        wrapper_kwargs = _atari_wrapper_kwargs(spec, training)
-    elif spec.kind == "minatar":
-        wrapper_class = _wrap_minatar
-    elif spec.kind == "miniworld":
+    if spec.kind == "miniworld":
         _check_miniworld_gl(spec.env_id, env_kwargs)
-
     cls = _vec_env_cls(spec, n, vec_env)
     if cls is SubprocVecEnv:
         _preload_forkserver()
-    factory = functools.partial(_make_base_env, spec.env_id, spec.kind)
-    if env_wrapper is not None:
-        factory = functools.partial(_make_wrapped_env, factory, env_wrapper)
-    venv = sb3_make_vec_env(
-        factory,
-        n_envs=n,
-        seed=seed,
-        monitor_dir=monitor_dir,
-        wrapper_class=wrapper_class,
-        wrapper_kwargs=wrapper_kwargs,
-        env_kwargs=env_kwargs,
-        vec_env_cls=cls,
-    )
+    if monitor_dir is not None:
+        os.makedirs(monitor_dir, exist_ok=True)
+    wrapper_kwargs = _atari_wrapper_kwargs(spec, training) if spec.kind == "atari" else {}
+    venv = cls([
+        functools.partial(_make_env, spec.env_id, spec.kind, rank, seed, monitor_dir, env_kwargs, wrapper_kwargs,
+                          env_wrapper)
+        for rank in range(n)
+    ])
+    venv.seed(seed)  # env ``rank`` is seeded ``seed + rank`` at its first reset, as SB3's make_vec_env does
     space = venv.observation_space
     image = _is_image(space)
     if spec.frame_stack and spec.frame_stack > 1:
