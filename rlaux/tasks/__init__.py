@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
 from rlaux.tasks.base import AuxTask, check_weight
-from rlaux.weighting import Weighting, parse_weighting
 from rlaux.tasks.curl import CURL
 from rlaux.tasks.deep_supervision import DeepSupervision
 from rlaux.tasks.drac import DrAC
@@ -17,6 +16,7 @@ from rlaux.tasks.pixel_control import PixelControl
 from rlaux.tasks.reward_prediction import RewardPrediction
 from rlaux.tasks.spr import SPR
 from rlaux.tasks.value_replay import ValueReplay
+from rlaux.weighting import Weighting, parse_weighting
 
 #: Task name -> class. A new task is one module plus one entry here.
 TASKS: dict[str, type[AuxTask]] = {
