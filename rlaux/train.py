@@ -95,6 +95,21 @@ class ResolvedRun:
     run_dir: Path
     aux_weighting: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """The variant name comparisons group runs by: the tasks, '+'-joined (or "none"), then the
+        weights given by flag in brackets and the weighting after '@', so that runs that differ
+        in them are told apart: ``reward_pred+value_replay+pixel_control[pixel_control=0.05]@cosine``."""
+        if not self.aux:
+            return "none"
+        label = "+".join(self.aux)
+        flagged = {k: v for k, v in sorted(self.aux_weights.items()) if k in self.config.aux_weights}
+        if flagged:
+            label += "[" + ",".join(f"{k}={v:g}" for k, v in flagged.items()) + "]"
+        if self.aux_weighting:
+            label += "@" + ",".join(v if k == "*" else f"{k}={v}" for k, v in sorted(self.aux_weighting.items()))
+        return label
+
     def to_json(self) -> dict[str, Any]:
         return {
             **asdict(self.config),
@@ -102,7 +117,7 @@ class ResolvedRun:
             "env_spec": self.env_spec.to_dict(),
             "algo": self.algo,
             "aux": self.aux,
-            "aux_label": "+".join(self.aux) if self.aux else "none",
+            "aux_label": self.label,
             "aux_weights": self.aux_weights,
             "aux_task_kwargs": self.aux_task_kwargs,
             "aux_weighting": self.aux_weighting,

@@ -397,3 +397,21 @@ def test_control_tasks_reject_continuous_actions():
                 aux_tasks=[name],
                 policy_kwargs=dict(features_extractor_class=_minatar_extractor()),
             )
+
+
+def test_n_step_q_loss_stops_before_an_episode_end_it_has_no_frame_for():
+    """Last step done: its pseudo-reward is unknown; step T-2 bootstraps from max Q(s_{T-1})."""
+    from rlaux.tasks.pixel_control import n_step_q_loss
+
+    q = th.zeros(1, 4, 2, 1)  # B=1, T=3 (+1), 2 actions, one cell
+    q[0, 2, 1, 0] = 5.0  # max_a Q(s_2) = 5
+    q[0, 3, 0, 0] = 100.0  # Q of the next episode's first frame: must not be used
+    actions = th.zeros(1, 3, dtype=th.long)
+    rewards = th.tensor([[[1.0], [2.0], [1000.0]]])  # the last one crosses the episode end
+    dones = th.tensor([[0.0, 0.0, 1.0]])
+    loss, q_taken, targets = n_step_q_loss(q, actions, rewards, dones, gamma=0.5)
+    assert targets[0, 1, 0] == pytest.approx(2.0 + 0.5 * 5.0)
+    assert targets[0, 0, 0] == pytest.approx(1.0 + 0.5 * (2.0 + 0.5 * 5.0))
+    # the last step is left out of the loss: only steps 0 and 1 (q_taken = 0 there)
+    expected = 0.5 * (targets[0, 0, 0] ** 2 + targets[0, 1, 0] ** 2) / 2
+    assert loss.item() == pytest.approx(expected.item())

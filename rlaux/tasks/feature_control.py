@@ -105,7 +105,7 @@ class FeatureControl(AuxTask):
         target_update_interval: int = 1,
         hidden: int = 256,
         seq_len: int = 20,
-        batch_size: int = 4,
+        batch_size: int = 2,
     ) -> None:
         super().__init__(weight)
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= tau <= 1.0:
@@ -130,7 +130,7 @@ class FeatureControl(AuxTask):
     def replay_request(self) -> ReplayRequest:
         # Equal to pixel control's request, so the two share one batch and its encoder pass.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=False, min_len=1
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
         )
 
     def build_head(self, policy) -> nn.Module:
@@ -165,7 +165,7 @@ class FeatureControl(AuxTask):
             head.update_target(_conv_trunk(policy.encoder), self.tau)
         metrics = {
             "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
-            "mean_pseudo_reward": masked_mean(rewards, batch.mask),
+            "mean_pseudo_reward": masked_mean(rewards, batch.mask * (1 - batch.dones)),
         }
         return loss, metrics
 

@@ -28,10 +28,13 @@ n = max(1, (g - 2) // 2) with ``output_padding`` 1 for odd g, and padding for
 g < 4 (``deconv_geometry``); height and width are handled separately. No ReLU
 after the deconvolutions (miyosuda/unreal has one; it can only clip Q).
 
-Episode ends: sequences are sampled with ``allow_episode_end=False``, so no
-pseudo-reward and no bootstrap crosses an episode boundary (after a done the
-next stored frame belongs to the next episode; the true last frame is not kept).
-The bootstrap max_a Q(s_T, a) comes from the online network, detached.
+Episode ends: sequences never span an episode start (the steps before it are
+masked), and when the last step ends the episode, the next stored frame belongs
+to the next episode (the true last frame is not kept): that step is dropped and
+the earlier ones bootstrap from max_a Q(s_{T-1}) instead (``n_step_q_loss``). So
+no pseudo-reward and no bootstrap crosses an episode boundary. The bootstrap
+comes from the online network, detached. The request equals value replay's, so
+the two tasks share one replay batch and one encoder pass.
 """
 
 from __future__ import annotations
@@ -107,28 +110,41 @@ def n_step_q_loss(
     """n-step Q-learning over sequences, one control problem per element of E.
 
     ``q`` [B, T+1, A, *E] (Q of every observation, the last one bootstraps),
-    ``actions`` [B, T] (long), ``rewards`` [B, T, *E], ``dones`` [B, T].
+    ``actions`` [B, T] (long), ``rewards`` [B, T, *E] pseudo-rewards of each transition,
+    ``dones`` [B, T] (only the last step may be 1), ``mask`` [B, T] (steps to learn from).
     Target for Q(s_t, a_t): n-step return bootstrapped with max_a Q(s_T, a) (detached).
-    Returns (loss, q_taken [B, T, *E], targets [B, T, *E]); the loss is
-    0.5 * squared TD error summed over E and averaged over the B x T steps (over the
-    steps where ``mask`` [B, T] is 1, when given).
+
+    A sequence whose last step ends its episode has no pseudo-reward for that step (the
+    observation after it is the next episode's first: the replay keeps no terminal
+    frame), so that step is dropped and the earlier ones bootstrap from max_a Q(s_{T-1})
+    instead: nothing crosses the episode end.
+
+    Returns (loss, q_taken [B, T, *E], targets [B, T, *E]); the loss is 0.5 * squared TD
+    error summed over E and averaged over the steps to learn from.
     """
     b, t1, n_actions = q.shape[:3]
     extra = q.shape[3:]
+    mask = th.ones(dones.shape, device=q.device) if mask is None else mask
+    max_q = q.detach().max(dim=2).values  # [B, T+1, *E]
+    ended = dones[:, -1].bool()
+    if ended.any():
+        rewards = rewards.clone()
+        rewards[ended, -1] = max_q[ended, -2]  # R_{T-1} := max_a Q(s_{T-1}, a); done cuts s_T
+        mask = mask.clone()
+        mask[ended, -1] = 0.0
     index = actions.long().reshape(b, t1 - 1, 1, *([1] * len(extra))).expand(b, t1 - 1, 1, *extra)
     q_taken = q[:, :-1].gather(2, index).squeeze(2)  # [B, T, *E]
-    bootstrap = q[:, -1].detach().max(dim=1).values  # [B, *E]
-    targets = n_step_returns(rewards.transpose(0, 1), dones.transpose(0, 1), bootstrap, gamma).transpose(0, 1)
+    targets = n_step_returns(rewards.transpose(0, 1), dones.transpose(0, 1), max_q[:, -1], gamma).transpose(0, 1)
     td = targets - q_taken
     per_step = 0.5 * td.pow(2).flatten(2).sum(dim=2)  # [B, T]
-    loss = per_step.mean() if mask is None else (per_step * mask).sum() / mask.sum()
+    loss = (per_step * mask).sum() / mask.sum().clamp(min=1.0)
     return loss, q_taken, targets
 
 
 def masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
     """Mean of ``x`` [B, T, ...] over the steps where ``mask`` [B, T] is 1 (and all trailing elements)."""
     mask = mask.reshape(*mask.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return (x * mask).sum() / mask.sum()
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class PixelControlHead(nn.Module):
@@ -172,7 +188,7 @@ class PixelControl(AuxTask):
         border: int | None = None,
         gamma: float = 0.9,
         seq_len: int = 20,
-        batch_size: int = 4,
+        batch_size: int = 2,
     ) -> None:
         super().__init__(weight)
         if cell_size is not None and (not isinstance(cell_size, int) or cell_size < 1):
@@ -209,10 +225,10 @@ class PixelControl(AuxTask):
         self.geometry(observation_space)
 
     def replay_request(self) -> ReplayRequest:
-        # Up to seq_len steps (shorter ones masked), never reaching an episode end: the
-        # replay does not keep terminal frames, so the last pseudo-reward would cross it.
+        # Up to seq_len steps (shorter ones masked), possibly ending an episode (n_step_q_loss
+        # then stops before it). The same request as value_replay's: one batch, one encoder pass.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=False, min_len=1
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
         )
 
     def build_head(self, policy) -> nn.Module:
@@ -237,7 +253,7 @@ class PixelControl(AuxTask):
         loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
         metrics = {
             "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
-            "mean_pseudo_reward": masked_mean(rewards, batch.mask),
+            "mean_pseudo_reward": masked_mean(rewards, batch.mask * (1 - batch.dones)),
         }
         return loss, metrics
 

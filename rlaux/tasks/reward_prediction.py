@@ -57,7 +57,7 @@ class RewardPrediction(AuxTask):
         weight: float | None = None,
         n_frames: int = 3,
         hidden: int = 128,
-        batch_size: int = 32,
+        batch_size: int = 4,
         reward_threshold: float = 0.0,
     ) -> None:
         super().__init__(weight)

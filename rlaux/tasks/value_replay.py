@@ -82,7 +82,7 @@ class ValueReplay(AuxTask):
         self,
         weight: float | None = None,
         seq_len: int = 20,
-        batch_size: int = 4,
+        batch_size: int = 2,
         gamma: float | None = None,
     ) -> None:
         super().__init__(weight)
