@@ -142,8 +142,11 @@ def _check_extra(extra: Sequence[str]) -> None:
             raise ConfigError(f"train flag {flag} after '--' is set by the sweep for each run; use the compare flags")
 
 
-def _validate_jobs(jobs: Sequence[SweepJob]) -> None:
-    """Resolve every run exactly as ``train`` will (env, game, algo, agent, aux, flags) before launching."""
+def _validate_jobs(jobs: Sequence[SweepJob]) -> dict[str, str]:
+    """Resolve every run exactly as ``train`` will (env, game, algo, agent, aux, flags) before launching.
+
+    Returns each variant's label as its runs will record it (weights or weighting given
+    after '--' are part of it)."""
     from rlaux.train import resolve
 
     parser = train_parser()
@@ -153,6 +156,7 @@ def _validate_jobs(jobs: Sequence[SweepJob]) -> None:
 
     parser.error = one_line  # type: ignore[method-assign]  # argparse calls self.error
     checked: set[tuple] = set()
+    labels: dict[str, str] = {}
     for job in jobs:
         key = (job.env, job.game, job.variant, job.extra_args)
         if key in checked:
@@ -160,7 +164,8 @@ def _validate_jobs(jobs: Sequence[SweepJob]) -> None:
         checked.add(key)
         argv = build_train_command(job, "runs")[4:]  # drop python -m rlaux.cli train
         args = parser.parse_args(argv)
-        resolve(config_from_args(args))
+        labels[job.variant] = resolve(config_from_args(args)).label
+    return labels
 
 
 def _default_out(label: str) -> Path:
@@ -310,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = SweepGrid(envs=[(env, g) for g in games], variants=variants, seeds=seeds, timesteps=timesteps,
                      extra_args=extra_args)
     jobs = grid.jobs()
-    _validate_jobs(jobs)
+    run_labels = _validate_jobs(jobs)
+    baseline = {variant_label(v): run_labels[v] for v in variants if v in run_labels}.get(baseline, baseline)
     out = Path(args.out) if args.out else _default_out(label)
 
     if args.dry_run:
