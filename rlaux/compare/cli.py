@@ -228,7 +228,10 @@ def _from_main(args: argparse.Namespace) -> int:
         if not d.exists():
             raise ConfigError(f"--from folder {str(d)!r} does not exist")
     out = Path(args.out) if args.out else (dirs[0] if len(dirs) == 1 else _default_out("from"))
-    baseline = variant_label(parse_variants(args.baseline)[0]) if args.baseline else "none"
+    if args.baseline and any(c in args.baseline for c in "[@"):  # a run label with weights or weighting
+        baseline = args.baseline
+    else:
+        baseline = variant_label(parse_variants(args.baseline)[0]) if args.baseline else "none"
     reference, final_from_eval = args.reference, args.final_from_eval
     if _all_suite_runs(dirs):  # runs of --suite atari100k/atari5: the suite's report
         reference, final_from_eval = reference or "atari100k", True
