@@ -63,7 +63,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--log-dir", "--log-folder", dest="log_dir", default="runs", help="folder of run folders (default runs/)")
     p.add_argument("--run-name", default=None, help="run folder name (default <env>_<algo>_<aux>_s<seed>)")
     p.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard folder (default: inside the run folder)")
-    p.add_argument("--vec-env", default="auto", help="auto (subprocess for n_envs > 1), dummy or subproc")
+    p.add_argument("--vec-env", default="auto", help="auto (subprocesses for n_envs > 1, in-process for cheap envs such as MinAtar), dummy, subproc, or envpool (Atari; pip install 'rlaux[envpool]')")
     p.add_argument("--eval-freq", type=int, default=0, help="evaluate every N env steps and keep the best model (0: off)")
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     p.add_argument("--save-freq", type=int, default=0,

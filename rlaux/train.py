@@ -43,7 +43,7 @@ from rlaux.presets import load_preset
 from rlaux.tasks import BUNDLES, TASKS, make_tasks, parse_names
 from rlaux.tasks.base import check_weight
 
-VEC_ENVS = ("auto", "dummy", "subproc")
+VEC_ENVS = ("auto", "dummy", "subproc", "envpool")
 #: Env steps when neither the flag nor the env preset says (rl-zoo3 trains Atari for 10M).
 DEFAULT_TIMESTEPS = {"atari": 10_000_000, "minatar": 5_000_000, "miniworld": 2_000_000, "gym": 1_000_000}
 DEVICES = ("auto", "cpu", "cuda")
