@@ -283,3 +283,25 @@ def test_monitor_records_raw_returns(tmp_path):
         rows = list(csv.reader(f))
     assert rows[0][0].startswith("#") and rows[1] == ["r", "l", "t"]
     assert len(rows) >= 3  # at least one finished episode
+
+
+def test_miniworld_maze_trains_headless_with_unreal_tasks():
+    """The 3D maze preset (Labyrinth's stand-in) trains a few hundred steps with UNREAL tasks, headless."""
+    ok, reason = miniworld_available()
+    if not ok:
+        pytest.skip(f"MiniWorld cannot render here: {reason}")
+    from rlaux import AuxPPO
+
+    spec = resolve_env("MiniWorld")
+    venv = make_vec_env(spec, n_envs=1, seed=0, vec_env="dummy")
+    try:
+        model = AuxPPO(spec.policy, venv, aux_tasks="unreal", policy_kwargs=sb3_policy_kwargs(spec),
+                       aux_task_kwargs={"value_replay": {"seq_len": 8}, "pixel_control": {"seq_len": 8}},
+                       n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+        model.learn(256)
+    finally:
+        venv.close()
+    logged = model.logger.name_to_value
+    for key in ("reward_pred/loss", "value_replay/loss", "pixel_control/loss", "pixel_control/mean_pseudo_reward"):
+        assert np.isfinite(logged[f"aux/{key}"]), key
+    assert model.num_timesteps == 256
