@@ -6,6 +6,7 @@ import torch as th
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from rlaux import AuxA2C, AuxPPO, AuxTask, ConfigError
 from rlaux.envs import make_vec_env as rlaux_vec_env
@@ -16,6 +17,17 @@ PAIRS = [(AuxPPO, PPO, dict(n_steps=32, batch_size=16, n_epochs=2)), (AuxA2C, A2
 
 def cartpole(n_envs=2):
     return make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+
+
+class LinearEncoder(BaseFeaturesExtractor):
+    """A vector encoder with parameters (SB3's MlpPolicy flattens: nothing shared to shape)."""
+
+    def __init__(self, observation_space):
+        super().__init__(observation_space, features_dim=16)
+        self.net = th.nn.Sequential(th.nn.Linear(observation_space.shape[0], 16), th.nn.Tanh())
+
+    def forward(self, obs):
+        return self.net(obs)
 
 
 def train_and_record(cls, steps=256, **kwargs):
@@ -57,13 +69,14 @@ def test_zero_weight_task_leaves_the_rl_update_untouched(aux_cls, sb3_cls, kwarg
 
 @pytest.mark.parametrize("aux_cls,sb3_cls,kwargs", PAIRS)
 def test_task_loss_joins_the_same_optimizer_step(aux_cls, sb3_cls, kwargs):
-    ours, logs = train_and_record(aux_cls, aux_tasks=["reward_pred"], **kwargs)
-    theirs, _ = train_and_record(sb3_cls, **kwargs)
+    encoder = dict(policy_kwargs=dict(features_extractor_class=LinearEncoder))
+    ours, logs = train_and_record(aux_cls, aux_tasks=["reward_pred"], **encoder, **kwargs)
+    theirs, _ = train_and_record(sb3_cls, **encoder, **kwargs)
     head = ours.policy.aux_heads["reward_pred"]
     assert any(p is q for p in head.parameters() for g in ours.policy.optimizer.param_groups for q in g["params"])
     # the shared encoder moved differently from SB3's: the aux gradient reached it
-    encoder = "mlp_extractor.policy_net.0.weight"
-    assert not th.equal(ours.policy.state_dict()[encoder], theirs.policy.state_dict()[encoder])
+    name = "features_extractor.net.0.weight"
+    assert not th.equal(ours.policy.state_dict()[name], theirs.policy.state_dict()[name])
     keys = {k for entry in logs for k in entry}
     assert {"aux/reward_pred/loss", "aux/reward_pred/accuracy", "aux/reward_pred/rewarding_share",
             "aux/reward_pred/weight"} <= keys
