@@ -153,7 +153,9 @@ class AuxAlgorithmMixin:
             )
 
     def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
-        if self.aux_objective is not None:
+        # Only tasks that sample the replay need it fed: minibatch-only tasks (drac, deep
+        # supervision) leave the per-step path untouched.
+        if self.aux_objective is not None and any(t.replay_request() for t in self.aux_tasks):
             self._make_replay()
             if callback is None:
                 callbacks = []
@@ -181,9 +183,7 @@ class AuxAlgorithmMixin:
         try:
             super().train()
         finally:
-            if self.aux_objective is not None:
-                self.aux_objective.record(self.logger)
-            elif self.update_guard is not None:
+            if self.update_guard is not None:  # the AuxiliaryObjective when there are tasks
                 self.update_guard.record(self.logger)
         self._rlaux_iterations = getattr(self, "_rlaux_iterations", 0) + 1
 
