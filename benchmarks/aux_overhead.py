@@ -18,8 +18,8 @@ import time
 import torch as th
 from stable_baselines3 import A2C, PPO
 
-from rlaux.envs import make_vec_env, sb3_policy_kwargs
-from rlaux.train import RunConfig, algorithm_kwargs, build_model, resolve
+from rlaux.envs import make_vec_env
+from rlaux.run import RunConfig, algorithm_kwargs, build_model, resolve
 
 
 def time_learn(model, timesteps: int) -> float:
@@ -49,11 +49,9 @@ def main() -> None:
                                     device=args.device, log_dir="/tmp/rlaux-bench"))
             env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=repeat, vec_env=args.vec_env)
             if variant == "sb3":
-                kwargs = algorithm_kwargs(run.hyperparams)
-                policy_kwargs = {**sb3_policy_kwargs(run.env_spec), **kwargs.pop("policy_kwargs", {})}
+                kwargs = algorithm_kwargs(run.hyperparams, run.env_spec.policy_kwargs)
                 cls = {"ppo": PPO, "a2c": A2C}[args.algo]
-                model = cls(run.env_spec.policy, env, policy_kwargs=policy_kwargs, seed=repeat, device=args.device,
-                            **kwargs)
+                model = cls(run.env_spec.policy, env, seed=repeat, device=args.device, **kwargs)
             else:
                 model = build_model(run, env)
             times[variant].append(time_learn(model, args.timesteps))

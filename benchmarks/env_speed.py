@@ -15,10 +15,11 @@ import time
 
 import numpy as np
 
+from rlaux.envs import VEC_ENV_CHOICES, make_vec_env, miniworld_available, resolve_env
+from rlaux.errors import ConfigError
+
 
 def measure(name: str, n_envs: int, vec_env: str, seconds: float) -> dict:
-    from rlaux.envs import make_vec_env, resolve_env
-
     spec = resolve_env(name)
     t0 = time.perf_counter()
     venv = make_vec_env(spec, n_envs=n_envs, seed=0, vec_env=vec_env)
@@ -52,13 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["Atari", "MinAtar", "MiniWorld", "CartPole-v1"])
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--vec-env", nargs="+", default=["auto"], choices=["auto", "dummy", "subproc", "envpool"],
+    parser.add_argument("--vec-env", nargs="+", default=["auto"], choices=VEC_ENV_CHOICES,
                         help="envpool: Atari only, optional extra rlaux[envpool]")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-
-    from rlaux.envs import miniworld_available
-    from rlaux.errors import ConfigError
 
     print(f"{'env':<12} {'env id':<24} {'n':>3} {'vec env':<18} {'steps/s':>9} {'startup s':>9}")
     for name in args.env:

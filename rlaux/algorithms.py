@@ -11,6 +11,13 @@ still untouched (``collect_rollouts`` adds the bootstrap of truncated episodes
 to them in place right after), and the observation acted on, the action and the
 episode-start flags are at hand, in time order per env. The rollout buffer is
 no use for this: ``get()`` flattens and shuffles it.
+
+For runs that stop and continue (``rlaux.run``) the mixin keeps a small public
+state: :meth:`~AuxAlgorithmMixin.request_stop` ends ``learn()`` at the next
+iteration boundary, :attr:`~AuxAlgorithmMixin.iterations` counts finished
+iterations (saved with the model), :meth:`~AuxAlgorithmMixin.continue_iteration_count`
+numbers the logged iterations on from it, and :attr:`~AuxAlgorithmMixin.env_state`
+carries the env's state into a checkpoint's model file.
 """
 
 from __future__ import annotations
@@ -31,6 +38,17 @@ from rlaux.objective import AuxiliaryObjective, UpdateGuard
 from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy, AuxMultiInputActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer
 from rlaux.tasks import AuxTask, make_tasks
+
+
+def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise ConfigError when a task cannot work with these spaces (``AuxTask.check``, then the
+    replay's own need). The algorithm runs it before it builds any head; ``rlaux.run`` runs it
+    on the env's spaces before training."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.check(observation_space, action_space)
+    if any(t.replay_request() for t in tasks) and isinstance(observation_space, spaces.Dict):
+        raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
 
 
 class ReplayFeeder(BaseCallback):
@@ -102,8 +120,13 @@ class AuxAlgorithmMixin:
         self.aux_replay: AuxReplayBuffer | None = None
         self.aux_objective: AuxiliaryObjective | None = None
         self.update_guard: UpdateGuard | None = None
-        self._rlaux_iterations = 0  # finished rollout + train iterations, over all learn() calls
-        self._rlaux_stop: int | None = None  # set (e.g. by a signal handler) to end learn() at the next rollout
+        #: Finished rollout + train iterations, over all ``learn()`` calls; saved with the model.
+        self.iterations = 0
+        #: The env's state (``rlaux.run.env_state``) while a checkpoint is written or right after one
+        #: is loaded, else None. Left out of ``save()`` unless named in its ``include``.
+        self.env_state: dict[str, Any] | None = None
+        self._iteration_offset = 0
+        self._stop_requested = False
         super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
 
     @property
@@ -115,6 +138,8 @@ class AuxAlgorithmMixin:
         self.rollout_buffer_class = rollout_buffer_class_for(
             self.policy_kwargs.get("aux_tasks", ()), self.rollout_buffer_class, self.observation_space
         )
+        # The spaces are checked once, before the policy builds the heads.
+        check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space)
         super()._setup_model()
         max_skipped = getattr(self, "max_skipped_updates", 10)
         if not self.aux_tasks:
@@ -122,10 +147,7 @@ class AuxAlgorithmMixin:
             self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
             return
         for task in self.aux_tasks:
-            task.check(self.observation_space, self.action_space)
             task.configure(gamma=self.gamma)
-        if any(t.replay_request() for t in self.aux_tasks) and isinstance(self.observation_space, spaces.Dict):
-            raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
         self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm,
                                                 max_skipped, minibatch=lambda: current_minibatch(self.rollout_buffer))
         self.update_guard = self.aux_objective
@@ -166,14 +188,28 @@ class AuxAlgorithmMixin:
             callback = [ReplayFeeder(), *callbacks]
         return super()._init_callback(callback, progress_bar)
 
+    def request_stop(self) -> None:
+        """End the current (or next) ``learn()`` at the next boundary of two iterations, where a
+        checkpoint holds everything the next iteration depends on (e.g. from a signal handler).
+        The request is used up when ``learn()`` acts on it."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested and ``learn()`` has not acted on it yet."""
+        return self._stop_requested
+
+    def continue_iteration_count(self) -> None:
+        """Number the iterations logged by the next ``learn()`` calls (``time/iterations``) on from
+        :attr:`iterations`, as a resumed run does; SB3 restarts them at 1 in each ``learn()``."""
+        self._iteration_offset = self.iterations
+
     def dump_logs(self, iteration: int = 0) -> None:
-        # A resumed run goes on counting its iterations (SB3 restarts ``iteration`` in each learn()).
-        super().dump_logs(iteration + getattr(self, "_rlaux_iteration_offset", 0))
+        super().dump_logs(iteration + self._iteration_offset)
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
-        # A stop request ends learn() here, at the boundary of two iterations, where a
-        # checkpoint holds everything the next iteration depends on.
-        if getattr(self, "_rlaux_stop", None) is not None:
+        if self._stop_requested:
+            self._stop_requested = False
             return False
         return super().collect_rollouts(*args, **kwargs)
 
@@ -185,10 +221,11 @@ class AuxAlgorithmMixin:
         finally:
             if self.update_guard is not None:  # the AuxiliaryObjective when there are tasks
                 self.update_guard.record(self.logger)
-        self._rlaux_iterations = getattr(self, "_rlaux_iterations", 0) + 1
+        self.iterations += 1
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "aux_replay", "aux_objective", "update_guard", "_rlaux_stop"]
+        return [*super()._excluded_save_params(), "aux_replay", "aux_objective", "update_guard", "env_state",
+                "_iteration_offset", "_stop_requested"]
 
     def aux_loss(self) -> Any:
         """The current weighted auxiliary loss on fresh replay batches (for inspection and tests)."""

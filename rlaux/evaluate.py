@@ -1,4 +1,7 @@
-"""``python train_agent.py evaluate --load RUN [--episodes N] [--video [PATH]]``: run a trained agent.
+"""Evaluating a trained agent: what to load, the evaluation env, the episodes, a video, the results file.
+
+The library of ``python train_agent.py evaluate --load RUN [--episodes N] [--video [PATH]]``
+(its flags are parsed in :mod:`rlaux.cli.evaluate`; :func:`evaluate_run` does the rest).
 
 ``RUN`` is a run folder (``config.json`` says how to rebuild the env and which
 algorithm it is) or a model file (``.zip``: its run folder is used when it lies
@@ -29,11 +32,10 @@ moviepy: ``pip install 'rlaux[video]'``); default ``<run>/videos/<model>.mp4``.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -43,12 +45,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import torch
+from gymnasium.wrappers import RecordVideo
+from stable_baselines3.common.evaluation import evaluate_policy
 
+from rlaux.algorithms import ALGORITHMS
+from rlaux.envs import EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
+from rlaux.run import DEVICES
+from rlaux.run.checkpoint import checkpoint_dirs
+from rlaux.run.files import atomic_write_bytes
 
 MODEL_CHOICES = ("best", "final", "latest")
-DEVICES = ("auto", "cpu", "cuda")
 VIDEO_HINT = "--video needs moviepy: pip install 'rlaux[video]'"
 
 
@@ -78,14 +88,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 def _checkpoint_models(run_dir: Path) -> list[Path]:
     """Model files of the run's checkpoints, oldest first."""
-    try:
-        from rlaux.checkpoint import checkpoint_dirs
-    except ImportError:  # pragma: no cover - checkpoint module absent
-        root = run_dir / "checkpoints"
-        dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    else:
-        dirs = checkpoint_dirs(run_dir)
-    return [d / "model.zip" for d in dirs if (d / "model.zip").is_file()]
+    return [d / "model.zip" for d in checkpoint_dirs(run_dir) if (d / "model.zip").is_file()]
 
 
 def _run_dir_of(model_path: Path) -> Path | None:
@@ -153,8 +156,6 @@ def load_model(path: Path, algo: str | None = None, device: str = "auto") -> Any
 
     A missing, truncated or foreign file is a ConfigError naming it.
     """
-    from rlaux.algorithms import ALGORITHMS
-
     if algo is not None and algo not in ALGORITHMS:
         raise ConfigError(f"{path}: algorithm {algo!r} (from config.json) is not one of {', '.join(ALGORITHMS)}")
     if not zipfile.is_zipfile(path):
@@ -196,27 +197,25 @@ def _video_frame(frame: Any) -> Any:
     return frame
 
 
-def _video_wrapper(env: Any, video_folder: str, name_prefix: str, fps: int | None) -> Any:
+class _VideoFrames(gym.Wrapper):
+    """Renders video-ready frames (see :func:`_video_frame`)."""
+
+    def render(self) -> Any:
+        return _video_frame(self.env.render())
+
+
+def _video_wrapper(env: gym.Env, video_folder: str, name_prefix: str, fps: int | None) -> gym.Env:
     """The raw env, rendering video-ready frames, inside RecordVideo (first episode only)."""
-    import gymnasium as gym
-    from gymnasium.wrappers import RecordVideo
-
-    class _Frames(gym.Wrapper):
-        def render(self) -> Any:
-            return _video_frame(self.env.render())
-
-    return RecordVideo(_Frames(env), video_folder=video_folder, name_prefix=name_prefix,
+    return RecordVideo(_VideoFrames(env), video_folder=video_folder, name_prefix=name_prefix,
                        episode_trigger=lambda episode: episode == 0, fps=fps, disable_logger=True)
 
 
-def make_eval_env(spec: Any, n_envs: int = 1, seed: int = 0, vec_env: str = "auto", env_wrapper: Any = None) -> Any:
+def make_eval_env(spec: EnvSpec, n_envs: int = 1, seed: int = 0, vec_env: str = "auto", env_wrapper: Any = None) -> Any:
     """The evaluation VecEnv of ``spec``: no episodic life, no reward clipping (``training=False``)."""
-    from rlaux.envs import make_vec_env
-
     return make_vec_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env, training=False, env_wrapper=env_wrapper)
 
 
-def _check_spaces(model: Any, env: Any, model_path: Path, spec: Any) -> None:
+def _check_spaces(model: Any, env: Any, model_path: Path, spec: EnvSpec) -> None:
     for key in ("observation_space", "action_space"):
         want, have = getattr(model, key), getattr(env, key)
         if want != have:
@@ -235,30 +234,28 @@ def _require_moviepy() -> None:
 
 
 def summarize(returns: Sequence[float]) -> dict[str, float]:
+    """Mean, std, median, min, max and number of the episode returns."""
     r = np.asarray(returns, dtype=np.float64)
     return {"mean": float(r.mean()), "std": float(r.std()), "median": float(np.median(r)),
             "min": float(r.min()), "max": float(r.max()), "episodes": int(len(r))}
 
 
 def summary_line(stats: dict[str, float]) -> str:
+    """The one line a summary is printed as."""
     return (f"return {stats['mean']:.2f} ± {stats['std']:.2f}, median {stats['median']:.2f}, "
             f"min {stats['min']:.2f}, max {stats['max']:.2f} over {stats['episodes']} episodes")
 
 
 def evaluate(model: Any, env: Any, episodes: int, deterministic: bool = True) -> tuple[list[float], list[int]]:
     """Per-episode full-game returns and lengths (SB3's evaluate_policy, Monitor's episode info)."""
-    from stable_baselines3.common.evaluation import evaluate_policy
-
     returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic,
                                        return_episode_rewards=True, warn=True)
     return [float(r) for r in returns], [int(n) for n in lengths]
 
 
-def record_video(model: Any, spec: Any, path: Path, seed: int, deterministic: bool) -> Path:
+def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic: bool) -> Path:
     """Play one episode and write it to ``path`` (.mp4)."""
     _require_moviepy()
-    import functools
-
     path.parent.mkdir(parents=True, exist_ok=True)
     # Atari: every emulator frame is recorded (the raw env is below the frame skip): 60 fps is real time.
     fps = 60 if spec.kind == "atari" and spec.env_kwargs.get("frameskip", 1) == 1 else 30
@@ -280,64 +277,31 @@ def record_video(model: Any, spec: Any, path: Path, seed: int, deterministic: bo
     return path
 
 
-# ------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------ the command
 
 
-def parser() -> argparse.ArgumentParser:
-    from rlaux.cli import _Parser
-
-    p = _Parser(prog="train_agent.py evaluate",
-                description="Evaluate a trained agent: full games, raw scores (no reward clipping, no episodic life).")
-    p.add_argument("--load", required=True, metavar="RUN",
-                   help="run folder (its config.json rebuilds the env) or model .zip file")
-    p.add_argument("--episodes", "-n", "--n-eval-episodes", dest="episodes", type=int, default=10,
-                   help="episodes to play (default 10)")
-    p.add_argument("--model", choices=MODEL_CHOICES, default=None,
-                   help="model of a run folder (default: best, else final, else the newest checkpoint, "
-                        "else interrupted_model.zip)")
-    p.add_argument("--env", default=None, help="env preset or gymnasium id (needed for a model file outside a run "
-                                                "folder; overrides the run's env otherwise)")
-    p.add_argument("--game", default=None, help="game of the env preset")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                       help="greedy actions (default, as rl-zoo)")
-    group.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs (env i: seed + i); default 0")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--n-envs", type=int, default=1, help="parallel evaluation envs (default 1)")
-    p.add_argument("--vec-env", default="auto", choices=["auto", "dummy", "subproc", "envpool"],
-                   help="how to vectorise the evaluation envs (default auto)")
-    p.add_argument("--video", nargs="?", const="", default=None, metavar="PATH",
-                   help="also record one episode to an MP4 (default <run>/videos/<model>.mp4); needs moviepy")
-    p.add_argument("--output", default=None, metavar="JSON",
-                   help="where to write the results (default <run>/evaluation.json; none for a bare model file)")
-    return p
-
-
-def _check_args(args: argparse.Namespace) -> None:
+def check_options(episodes: int, n_envs: int, seed: int, device: str, env: str | None, game: str | None) -> None:
+    """Every problem of the evaluation settings in one ConfigError (before anything is loaded)."""
     problems = []
-    if args.episodes < 1:
-        problems.append(f"--episodes must be at least 1, got {args.episodes}")
-    if args.n_envs < 1:
-        problems.append(f"--n-envs must be at least 1, got {args.n_envs}")
-    if args.seed < 0:
-        problems.append(f"--seed must be >= 0, got {args.seed}")
-    if args.device not in DEVICES:
-        problems.append(f"--device '{args.device}' is not one of {', '.join(DEVICES)}")
-    elif args.device == "cuda":
-        import torch
-
+    if episodes < 1:
+        problems.append(f"--episodes must be at least 1, got {episodes}")
+    if n_envs < 1:
+        problems.append(f"--n-envs must be at least 1, got {n_envs}")
+    if seed < 0:
+        problems.append(f"--seed must be >= 0, got {seed}")
+    if device not in DEVICES:
+        problems.append(f"--device '{device}' is not one of {', '.join(DEVICES)}")
+    elif device == "cuda":
         if not torch.cuda.is_available():
             problems.append("--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
-    if args.game is not None and args.env is None:
+    if game is not None and env is None:
         problems.append("--game needs --env (a run folder's game comes from its config.json)")
     if problems:
         raise ConfigError("; ".join(problems))
 
 
-def _spec_for(target: Target, env: str | None, game: str | None) -> Any:
-    from rlaux.envs import EnvSpec, resolve_env
-
+def spec_for(target: Target, env: str | None = None, game: str | None = None) -> EnvSpec:
+    """The env to evaluate on: ``env``/``game`` if given, else the run's ``env_spec``."""
     if env is not None:
         return resolve_env(env, game=game)
     if target.config is None:
@@ -349,64 +313,81 @@ def _spec_for(target: Target, env: str | None, game: str | None) -> Any:
         raise ConfigError(f"{target.run_dir / 'config.json'}: bad env_spec ({err})") from None
 
 
-def _default_video_path(target: Target) -> Path:
+def default_video_path(target: Target) -> Path:
+    """``<run>/videos/<model>.mp4`` (a checkpoint's video is named after its folder)."""
     base = target.run_dir if target.run_dir is not None else target.model_path.parent
     stem = target.model_path.stem if target.which != "latest" else target.model_path.parent.name
     return base / "videos" / f"{stem}.mp4"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    _check_args(args)
-    if args.video is not None:
-        _require_moviepy()  # fail before loading anything
-    target = resolve_target(args.load, args.model)
-    spec = _spec_for(target, args.env, args.game)
-    algo = (target.config or {}).get("algo")
-    model = load_model(target.model_path, algo=algo, device=args.device)
-    model.set_random_seed(args.seed)  # stochastic actions repeat with the seed
-    mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"model: {target.model_path} ({target.which}); env: {spec.env_id} (evaluation settings: full games, "
-          f"raw scores); {args.episodes} episodes, {mode}, seed {args.seed}", flush=True)
+def evaluate_run(
+    load: str | os.PathLike,
+    *,
+    model: str | None = None,
+    env: str | None = None,
+    game: str | None = None,
+    episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    n_envs: int = 1,
+    vec_env: str = "auto",
+    video: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Evaluate the model ``load`` names, printing what it does; return the results.
 
-    env = make_eval_env(spec, n_envs=args.n_envs, seed=args.seed, vec_env=args.vec_env)
+    ``video``: ``None`` for no video, ``""`` for the default path, else an .mp4 file or a folder.
+    ``output``: the results JSON (default ``<run>/evaluation.json``; none for a bare model file).
+    """
+    check_options(episodes, n_envs, seed, device, env, game)
+    if video is not None:
+        _require_moviepy()  # fail before loading anything
+    target = resolve_target(load, model)
+    spec = spec_for(target, env, game)
+    algo = (target.config or {}).get("algo")
+    agent = load_model(target.model_path, algo=algo, device=device)
+    agent.set_random_seed(seed)  # stochastic actions repeat with the seed
+    mode = "deterministic" if deterministic else "stochastic"
+    print(f"model: {target.model_path} ({target.which}); env: {spec.env_id} (evaluation settings: full games, "
+          f"raw scores); {episodes} episodes, {mode}, seed {seed}", flush=True)
+
+    eval_env = make_eval_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env)
     try:
-        _check_spaces(model, env, target.model_path, spec)
+        _check_spaces(agent, eval_env, target.model_path, spec)
         t0 = time.perf_counter()
-        returns, lengths = evaluate(model, env, args.episodes, args.deterministic)
+        returns, lengths = evaluate(agent, eval_env, episodes, deterministic)
         seconds = time.perf_counter() - t0
     finally:
-        env.close()
+        eval_env.close()
     stats = summarize(returns)
     print(summary_line(stats), flush=True)
 
-    video = None
-    if args.video is not None:
-        video = Path(args.video) if args.video else _default_video_path(target)
-        if video.suffix.lower() != ".mp4":  # a folder
-            video = video / _default_video_path(target).name
-        record_video(model, spec, video, args.seed, args.deterministic)
-        print(f"video: {video}", flush=True)
+    video_path = None
+    if video is not None:
+        video_path = Path(video) if str(video) else default_video_path(target)
+        if video_path.suffix.lower() != ".mp4":  # a folder
+            video_path = video_path / default_video_path(target).name
+        record_video(agent, spec, video_path, seed, deterministic)
+        print(f"video: {video_path}", flush=True)
 
-    output = Path(args.output) if args.output else (target.run_dir / "evaluation.json" if target.run_dir else None)
-    if output is not None:
-        result = {
-            "model": str(target.model_path), "model_choice": target.which, "algo": type(model).__name__,
-            "env_id": spec.env_id, "env_spec": spec.to_dict(), "deterministic": args.deterministic,
-            "seed": args.seed, "n_envs": args.n_envs, "vec_env": args.vec_env,
-            **stats, "returns": returns, "lengths": lengths,
-            "lengths_unit": "raw env steps (Atari: emulator frames)",
-            "num_timesteps": int(getattr(model, "num_timesteps", 0)), "seconds": round(seconds, 3),
-            "video": str(video) if video else None,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, output)
-        print(f"results: {output}", flush=True)
-    return 0
+    result = {
+        "model": str(target.model_path), "model_choice": target.which, "algo": type(agent).__name__,
+        "env_id": spec.env_id, "env_spec": spec.to_dict(), "deterministic": deterministic,
+        "seed": seed, "n_envs": n_envs, "vec_env": vec_env,
+        **stats, "returns": returns, "lengths": lengths,
+        "lengths_unit": "raw env steps (Atari: emulator frames)",
+        "num_timesteps": int(getattr(agent, "num_timesteps", 0)), "seconds": round(seconds, 3),
+        "video": str(video_path) if video_path else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    results_path = Path(output) if output else (target.run_dir / "evaluation.json" if target.run_dir else None)
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(results_path, (json.dumps(result, indent=2) + "\n").encode())
+        print(f"results: {results_path}", flush=True)
+    return result
 
 
-__all__ = ["Target", "evaluate", "load_model", "main", "make_eval_env", "record_video", "resolve_target",
-           "summarize", "summary_line"]
+__all__ = ["MODEL_CHOICES", "Target", "check_options", "default_video_path", "evaluate", "evaluate_run", "load_model",
+           "make_eval_env", "record_video", "resolve_target", "spec_for", "summarize", "summary_line"]

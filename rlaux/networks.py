@@ -2,8 +2,8 @@
 
 Presets name an encoder with a string (TOML has no classes):
 ``policy_kwargs = {features_extractor = "minatar_cnn"}``; :data:`FEATURE_EXTRACTORS`
-maps those names to SB3 ``BaseFeaturesExtractor`` classes (see
-``rlaux.envs.sb3_policy_kwargs``).
+maps those names to SB3 ``BaseFeaturesExtractor`` classes, and
+:func:`sb3_policy_kwargs` turns such TOML-friendly policy kwargs into SB3's.
 
 Every encoder here exposes its convolutional trunk so that feature control can
 read an intermediate feature map: :func:`conv_feature_maps` returns
@@ -13,11 +13,18 @@ read an intermediate feature map: :func:`conv_feature_maps` returns
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+from typing import Any
+
 import gymnasium as gym
 import torch
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
+
+from rlaux.errors import ConfigError
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -70,6 +77,54 @@ FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
 }
 
 
+#: ``activation_fn`` names a preset may use.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+def sb3_policy_kwargs(toml_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` from TOML-friendly ones (an env preset's ``policy_kwargs``, or a
+    ``policy_kwargs`` hyperparameter).
+
+    ``features_extractor = "<name>"`` becomes ``features_extractor_class`` (names in
+    :data:`FEATURE_EXTRACTORS`); ``activation_fn = "relu" | "tanh" | ...`` the torch.nn class;
+    ``optimizer_class = "RMSpropTFLike" | "<torch.optim class>"`` the optimizer class. Classes
+    given as such, and every other key, pass through unchanged. Errors are ConfigError, one line.
+    """
+    kwargs = copy.deepcopy(dict(toml_kwargs))
+    name = kwargs.pop("features_extractor", None)
+    if name is not None:
+        if isinstance(name, str):
+            key = name.lower()
+            if key not in FEATURE_EXTRACTORS:
+                raise ConfigError(
+                    f"unknown features_extractor {name!r}; valid choices: {', '.join(sorted(FEATURE_EXTRACTORS))}"
+                )
+            kwargs["features_extractor_class"] = FEATURE_EXTRACTORS[key]
+        else:
+            kwargs["features_extractor_class"] = name
+    activation = kwargs.get("activation_fn")
+    if isinstance(activation, str):
+        if activation.lower() not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation_fn {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
+        kwargs["activation_fn"] = ACTIVATIONS[activation.lower()]
+    optimizer = kwargs.get("optimizer_class")
+    if isinstance(optimizer, str):
+        if optimizer == "RMSpropTFLike":
+            kwargs["optimizer_class"] = RMSpropTFLike
+        elif isinstance(getattr(torch.optim, optimizer, None), type):
+            kwargs["optimizer_class"] = getattr(torch.optim, optimizer)
+        else:
+            raise ConfigError(f"optimizer_class '{optimizer}' is neither RMSpropTFLike nor a torch.optim class")
+    return kwargs
+
+
 def conv_trunk(extractor: nn.Module) -> nn.Module:
     """The convolutional part of a known encoder, whose output is ``[B, C, H, W]``.
 
@@ -97,4 +152,12 @@ def conv_feature_maps(extractor: nn.Module, observations: torch.Tensor) -> torch
     return conv_trunk(extractor)(observations)
 
 
-__all__ = ["FEATURE_EXTRACTORS", "MinAtarCNN", "NatureCNN", "conv_feature_maps", "conv_trunk"]
+__all__ = [
+    "ACTIVATIONS",
+    "FEATURE_EXTRACTORS",
+    "MinAtarCNN",
+    "NatureCNN",
+    "conv_feature_maps",
+    "conv_trunk",
+    "sb3_policy_kwargs",
+]

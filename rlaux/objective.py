@@ -11,7 +11,8 @@ again. So every optimizer step of PPO (each minibatch) and of A2C (each update)
 optimises L_rl + sum_k lambda_k L_aux_k, with one mechanism for both and no SB3
 code copied.
 
-Clipping, decided: the gradient stepped is ``clip(g_rl) + clip(g_aux)``, each
+Clipping, decided (``ClipEach``, the default ``GradientMixer``; the rule is one
+replaceable part): the gradient stepped is ``clip(g_rl) + clip(g_aux)``, each
 clipped to ``max_grad_norm`` on its own (so the step's norm is at most twice it).
 The first clip is SB3's own, untouched, so with no auxiliary task (or zero
 weights) the update is exactly SB3's. Clipping the sum instead,
@@ -33,12 +34,19 @@ logged once an update has been skipped). A non-finite RL loss makes a
 non-finite gradient, so it is caught the same way. After ``max_consecutive``
 skips in a row, ``NonFiniteUpdates`` is raised from the optimizer step, before
 any parameter changes: the weights are then the last good ones.
+
+Parts: ``UpdateGuard`` owns the step pre-hook, skips and counts non-finite steps;
+``AuxiliaryObjective`` composes a guard (to which it contributes the auxiliary
+gradient), a ``GradientMixer`` (how the RL and auxiliary gradients are joined) and
+``RunningMeans`` (the logged metrics). Weightings that look at gradients are asked
+for their gate through ``Weighting.gate``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import torch as th
 from stable_baselines3.common.logger import Logger
@@ -47,26 +55,43 @@ from rlaux.minibatch import batch_for
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask
-from rlaux.weighting import OLAux
 
 
 class NonFiniteUpdates(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient; the weights are the last good ones."""
 
 
+def finite_norm(grads: Sequence[th.Tensor]) -> bool:
+    """Whether the total norm of ``grads`` (a non-empty list of gradients) is finite."""
+    return bool(th.isfinite(th.nn.utils.get_total_norm(grads)))
+
+
+# ------------------------------------------------------------------------------- guard
+
+
 class UpdateGuard:
-    """Skips optimizer steps whose gradient is not finite, and counts them.
+    """Skips optimizer steps whose gradient is not finite, and counts them (an optimizer step pre-hook).
 
     :param max_consecutive: raise ``NonFiniteUpdates`` after this many skips in a row (0: never).
+    :param contribute: called before each step whose gradient is finite, with the optimizer's
+        parameters; it may change their gradients (the auxiliary objective adds its own) and
+        returns False when the result is not finite, which skips the step too.
     """
 
-    def __init__(self, optimizer: th.optim.Optimizer, max_consecutive: int = 0) -> None:
+    def __init__(
+        self,
+        optimizer: th.optim.Optimizer,
+        max_consecutive: int = 0,
+        contribute: Callable[[list[th.Tensor]], bool] | None = None,
+    ) -> None:
         self.max_consecutive = max_consecutive
+        self.contribute = contribute
         self.skipped_updates = 0
         self.consecutive = 0
-        self._handle = optimizer.register_step_pre_hook(self._before_step)
+        self._handle = optimizer.register_step_pre_hook(self.before_step)
 
     def detach(self) -> None:
+        """Remove the hook from the optimizer."""
         self._handle.remove()
 
     def state(self) -> dict[str, int]:
@@ -76,14 +101,18 @@ class UpdateGuard:
         self.skipped_updates = int(state.get("skipped_updates", 0))
         self.consecutive = int(state.get("consecutive", 0))
 
-    def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    def before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        """The pre-hook: check the gradient, let ``contribute`` add to it, skip the step if either is not finite."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grads = [p.grad for p in params if p.grad is not None]
-        if grads and not th.isfinite(th.nn.utils.get_total_norm(grads)):
-            return self._skip(params)
+        if grads and not finite_norm(grads):
+            return self.skip(params)
+        if self.contribute is not None and not self.contribute(params):
+            return self.skip(params)
         self.consecutive = 0
 
-    def _skip(self, params: Sequence[th.Tensor]) -> None:
+    def skip(self, params: Sequence[th.Tensor]) -> None:
+        """Drop the gradients (the optimizer then leaves every parameter and its state alone) and count."""
         for p in params:
             p.grad = None
         self.skipped_updates += 1
@@ -95,14 +124,86 @@ class UpdateGuard:
             )
 
     def record(self, logger: Logger) -> None:
+        """Log ``train/skipped_updates`` once an update has been skipped."""
         if self.skipped_updates:
             logger.record("train/skipped_updates", self.skipped_updates)
 
 
-class AuxiliaryObjective(UpdateGuard):
+# ------------------------------------------------------------------------------- mixer
+
+
+class GradientMixer(Protocol):
+    """How the RL and the auxiliary gradients are joined into the gradient the optimizer steps."""
+
+    def mix(self, params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> bool:
+        """Join them in place. ``params``' ``.grad`` hold the auxiliary gradient (``None`` where it has
+        none), ``rl_grads`` SB3's RL gradient of each parameter (already clipped by SB3). Leaves the
+        gradient to step in ``.grad``; returns False when it is not finite."""
+
+
+class ClipEach:
+    """``clip(g_rl) + clip(g_aux)``: the auxiliary gradient clipped to ``max_grad_norm`` on its own,
+    then added to SB3's clipped RL gradient (the rule decided in this module's docstring)."""
+
+    def __init__(self, max_grad_norm: float) -> None:
+        self.max_grad_norm = max_grad_norm
+
+    def mix(self, params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> bool:
+        aux_grads = [p.grad for p in params if p.grad is not None]
+        if aux_grads:
+            norm = th.nn.utils.get_total_norm(aux_grads)
+            if not th.isfinite(norm):
+                return False
+            th._foreach_mul_(aux_grads, th.clamp(self.max_grad_norm / norm, max=1.0))
+        for p, rl in zip(params, rl_grads, strict=True):
+            if rl is not None:
+                p.grad = rl if p.grad is None else rl.add_(p.grad)
+        return True
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+class RunningMeans:
+    """Means of named scalar tensors between two ``record`` calls, summed on ``device`` (no sync per step)."""
+
+    def __init__(self, device: th.device | str) -> None:
+        self._sums: dict[str, th.Tensor] = defaultdict(lambda: th.zeros((), device=device))
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def add(self, prefix: str, metrics: Mapping[str, th.Tensor]) -> None:
+        """Add one value of each metric, under the name ``prefix/key``."""
+        for key, value in metrics.items():
+            name = f"{prefix}/{key}"
+            self._sums[name] = self._sums[name] + value.detach().to(self._sums[name].device, th.float32)
+            self._counts[name] += 1
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._sums
+
+    def means(self) -> dict[str, float]:
+        """Name -> mean of the values added since the last ``record``."""
+        return {name: (total / self._counts[name]).item() for name, total in self._sums.items()}
+
+    def record(self, logger: Logger) -> None:
+        """Log the means, then start afresh."""
+        for name, mean in self.means().items():
+            logger.record(name, mean)
+        self._sums.clear()
+        self._counts.clear()
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class AuxiliaryObjective:
     """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
 
     :param replay: returns the current replay buffer (``None`` before the first rollout).
+    :param max_grad_norm: the clip of the auxiliary gradient (``ClipEach``) when no ``mixer`` is given.
+    :param max_consecutive: the guard's limit of skipped steps in a row (``UpdateGuard``).
+    :param minibatch: returns the on-policy minibatch of the current step (``rlaux.minibatch``).
+    :param mixer: how the RL and auxiliary gradients are joined; default ``ClipEach(max_grad_norm)``.
     """
 
     def __init__(
@@ -113,22 +214,46 @@ class AuxiliaryObjective(UpdateGuard):
         max_grad_norm: float,
         max_consecutive: int = 0,
         minibatch: Callable[[], object] = lambda: None,
+        mixer: GradientMixer | None = None,
     ) -> None:
         self.tasks = list(tasks)
         self.policy = policy
         self.replay = replay
-        self.minibatch = minibatch  # the on-policy minibatch of the current step (rlaux.minibatch)
-        self.max_grad_norm = max_grad_norm
-        self._sums: dict[str, th.Tensor] = defaultdict(lambda: th.zeros((), device=policy.device))
-        self._counts: dict[str, int] = defaultdict(int)
-        super().__init__(policy.optimizer, max_consecutive)
+        self.minibatch = minibatch
+        self.mixer: GradientMixer = mixer if mixer is not None else ClipEach(max_grad_norm)
+        self.metrics = RunningMeans(policy.device)
+        self.guard = UpdateGuard(policy.optimizer, max_consecutive, contribute=self.add_auxiliary_gradient)
 
-    def _before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+    # The guard's interface, which the algorithm and checkpoints use.
+
+    @property
+    def skipped_updates(self) -> int:
+        return self.guard.skipped_updates
+
+    def detach(self) -> None:
+        self.guard.detach()
+
+    def state(self) -> dict[str, int]:
+        return self.guard.state()
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.guard.load_state(state)
+
+    def record(self, logger: Logger) -> None:
+        """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
+        not_computed = [t for t in self.tasks if f"aux/{t.name}/weight" not in self.metrics]
+        self.metrics.record(logger)
+        for task in not_computed:  # replay not ready this round: show the set weight
+            logger.record(f"aux/{task.name}/weight", self.effective_weight(task))
+        logger.record("aux/skipped_updates", self.skipped_updates)
+        self.guard.record(logger)
+
+    # The auxiliary gradient.
+
+    def add_auxiliary_gradient(self, params: list[th.Tensor]) -> bool:
+        """The guard's contribution: replace SB3's RL gradient in ``params`` by RL and auxiliary gradients
+        joined by the mixer. False (the step is skipped) when a loss or the gradient is not finite."""
         rl_grads = [p.grad for p in params]  # SB3's, already clipped; set aside while the aux gradient builds
-        rl_present = [g for g in rl_grads if g is not None]
-        if rl_present and not th.isfinite(th.nn.utils.get_total_norm(rl_present)):
-            return self._skip(params)
         for p in params:
             p.grad = None
         with th.enable_grad():
@@ -137,21 +262,13 @@ class AuxiliaryObjective(UpdateGuard):
             gated = [(task, loss) for task, loss in terms if task.weighting.uses_gradients]
             total = sum(summed[1:], summed[0]) if summed else None
             if (total is not None and not th.isfinite(total)) or not all(th.isfinite(loss) for _, loss in gated):
-                return self._skip(params)
+                return False
             if gated:
-                self._add_gated_gradients(gated, {id(p): g for p, g in zip(params, rl_grads)}, keep_graph=total is not None)
+                rl_by_id = {id(p): g for p, g in zip(params, rl_grads)}
+                self._add_gated_gradients(gated, rl_by_id, keep_graph=total is not None)
             if total is not None:
                 total.backward()
-        aux_grads = [p.grad for p in params if p.grad is not None]
-        if aux_grads:
-            norm = th.nn.utils.get_total_norm(aux_grads)
-            if not th.isfinite(norm):
-                return self._skip(params)
-            th._foreach_mul_(aux_grads, th.clamp(self.max_grad_norm / norm, max=1.0))
-        for p, rl in zip(params, rl_grads):
-            if rl is not None:
-                p.grad = rl if p.grad is None else rl.add_(p.grad)
-        self.consecutive = 0
+        return self.mixer.mix(params, rl_grads)
 
     def task_losses(self) -> list[tuple[AuxTask, th.Tensor]]:
         """Each task's unweighted loss on fresh batches (one replay batch per distinct request)."""
@@ -165,7 +282,7 @@ class AuxiliaryObjective(UpdateGuard):
             if batch is None:
                 continue
             loss, metrics = task.loss(self.policy, self.policy.aux_head(task.name), batch)
-            self._accumulate(task.name, {"loss": loss.detach(), **metrics})
+            self.metrics.add(f"aux/{task.name}", {"loss": loss.detach(), **metrics})
             terms.append((task, loss))
         return terms
 
@@ -177,9 +294,10 @@ class AuxiliaryObjective(UpdateGuard):
         weight = self.effective_weight(task)
         if task.weighting.learned:
             log_var = self.policy.aux_log_vars[task.name]
-            self._accumulate(task.name, {"weight": weight * 0.5 * th.exp(-log_var.detach()), "log_variance": log_var.detach()})
+            effective = weight * 0.5 * th.exp(-log_var.detach())
+            self.metrics.add(f"aux/{task.name}", {"weight": effective, "log_variance": log_var.detach()})
             return weight * (0.5 * th.exp(-log_var) * loss + 0.5 * log_var)
-        self._accumulate(task.name, {"weight": th.tensor(float(weight))})
+        self.metrics.add(f"aux/{task.name}", {"weight": th.tensor(float(weight))})
         return weight * loss
 
     def loss(self) -> th.Tensor | None:
@@ -213,13 +331,12 @@ class AuxiliaryObjective(UpdateGuard):
             aux_norm = th.linalg.vector_norm(th.stack([a.norm() for a in aux]))
             cosine = float(inner / (aux_norm * rl_norm)) if aux_norm > 0 and rl_norm > 0 else 0.0
             weight = self.effective_weight(task)
-            if isinstance(task.weighting, OLAux):
-                task.weighting.observe(task.weight, float(inner))
-                gate = 1.0
-            else:
-                gate = task.weighting.gate(cosine)
-            self._accumulate(task.name, {"weight": th.tensor(weight), "grad_cosine": th.tensor(cosine),
-                                         "gate": th.tensor(gate), "grad_inner": inner.detach()})
+            gate = task.weighting.gate(cosine, float(inner), task.weight)
+            self.metrics.add(
+                f"aux/{task.name}",
+                {"weight": th.tensor(weight), "grad_cosine": th.tensor(cosine), "gate": th.tensor(gate),
+                 "grad_inner": inner.detach()},
+            )
             for p, g in zip(trainable, grads):
                 if g is None:
                     continue
@@ -229,20 +346,5 @@ class AuxiliaryObjective(UpdateGuard):
                 else:
                     p.grad.add_(g, alpha=scale)
 
-    def _accumulate(self, task: str, metrics: dict[str, th.Tensor]) -> None:
-        for key, value in metrics.items():
-            name = f"aux/{task}/{key}"
-            self._sums[name] = self._sums[name] + value.detach().to(self._sums[name].device, th.float32)
-            self._counts[name] += 1
 
-    def record(self, logger: Logger) -> None:
-        """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
-        for name, total in self._sums.items():
-            logger.record(name, (total / self._counts[name]).item())
-        for task in self.tasks:  # tasks not computed this round (replay not ready) show their set weight
-            if f"aux/{task.name}/weight" not in self._sums:
-                logger.record(f"aux/{task.name}/weight", self.effective_weight(task))
-        logger.record("aux/skipped_updates", self.skipped_updates)
-        super().record(logger)
-        self._sums.clear()
-        self._counts.clear()
+__all__ = ["AuxiliaryObjective", "ClipEach", "GradientMixer", "NonFiniteUpdates", "RunningMeans", "UpdateGuard"]

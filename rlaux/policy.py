@@ -3,20 +3,39 @@
 The heads are submodules (``aux_heads``), so ``policy.parameters()``, the
 optimizer, ``.to(device)``, ``save`` and ``load`` cover them with no extra code.
 With no task the policy is exactly SB3's ``ActorCriticPolicy``.
+
+The policy sits below the tasks: it knows them only through ``HeadSource``,
+what it asks of a task (its name, its head, whether its weighting is learned).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
 from torch import nn
 
 from rlaux.replay import ReplayBatch
-from rlaux.tasks.base import AuxTask
+from rlaux.weighting import Weighting
+
+
+class HeadSource(Protocol):
+    """What the policy needs of an auxiliary task (``rlaux.tasks.AuxTask`` provides it)."""
+
+    @property
+    def name(self) -> str:
+        """The task's name, the key of its head in ``aux_heads``."""
+
+    @property
+    def weighting(self) -> Weighting:
+        """How the task's loss is weighted; a ``learned`` weighting gets a log-variance parameter here."""
+
+    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
+        """The task's head on this policy's encoder, or ``None``."""
 
 
 class AuxActorCriticPolicy(ActorCriticPolicy):
@@ -25,7 +44,7 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
     :param aux_tasks: the task objects; each builds its head from this policy.
     """
 
-    def __init__(self, *args: Any, aux_tasks: Sequence[AuxTask] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, aux_tasks: Sequence[HeadSource] = (), **kwargs: Any) -> None:
         self.aux_tasks = list(aux_tasks)  # read by _build, which super().__init__ calls
         super().__init__(*args, **kwargs)
 
@@ -38,7 +57,7 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         with th.random.fork_rng(devices=[]):
             heads = {task.name: task.build_head(self) for task in self.aux_tasks}
             self.aux_heads = nn.ModuleDict({name: head for name, head in heads.items() if head is not None})
-        learned = [t.name for t in self.aux_tasks if getattr(getattr(t, "weighting", None), "learned", False)]
+        learned = [t.name for t in self.aux_tasks if t.weighting.learned]
         if learned:  # log-variances of the ``uncertainty`` weighting, optimised with everything else
             self.aux_log_vars = nn.ParameterDict({name: nn.Parameter(th.zeros(())) for name in learned})
         # SB3 made its optimizer before the heads existed: make it again over all parameters.
@@ -57,6 +76,10 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
     def encoder(self) -> nn.Module:
         """The shared encoder the auxiliary heads sit on (the actor's features extractor)."""
         return self.pi_features_extractor
+
+    def preprocess(self, obs: th.Tensor) -> th.Tensor:
+        """Raw observations -> the float input of the encoder (uint8 images scaled to [0, 1]), as SB3 does."""
+        return preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images).float()
 
     def encode(self, obs: th.Tensor) -> th.Tensor:
         """Encoder features [N, features_dim] of raw observations [N, *obs_shape]."""

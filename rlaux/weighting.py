@@ -41,13 +41,27 @@ NAMES = ("fixed", "cosine", "cosine_weighted", "olaux", "uncertainty")
 
 @dataclass
 class Weighting:
-    """Fixed weight: the task's own ``weight``, at every update."""
+    """Fixed weight: the task's own ``weight``, at every update.
+
+    The base of all weightings. ``uses_gradients``: the objective computes the task's
+    gradient on its own and calls ``gate`` at each update; ``learned``: the policy holds
+    a learned log-variance for the task (``aux_log_vars``).
+    """
 
     uses_gradients: ClassVar[bool] = False
     learned: ClassVar[bool] = False
 
     def weight(self, base: float, progress: float) -> float:
+        """The effective weight at this update: ``base`` is the task's weight, ``progress`` the share
+        of training done, in [0, 1]."""
         return base
+
+    def gate(self, cosine: float, inner: float, base: float) -> float:
+        """The factor on the task's shared-encoder gradient at this update (its own head's gradient is
+        never gated). Called for weightings with ``uses_gradients`` only, once per optimizer step, with
+        the ``cosine`` and the ``inner`` product of the task's encoder gradient with the RL gradient, and
+        the task's weight ``base``. Default: 1 (no gate)."""
+        return 1.0
 
     def __str__(self) -> str:
         return "fixed"
@@ -85,7 +99,8 @@ class CosineGate(Weighting):
     weighted: bool = False
     uses_gradients: ClassVar[bool] = True
 
-    def gate(self, cosine: float) -> float:
+    def gate(self, cosine: float, inner: float, base: float) -> float:
+        """1 where ``cosine`` > 0, else 0; ``max(0, cosine)`` when ``weighted``."""
         return max(0.0, cosine) if self.weighted else float(cosine > 0)
 
     def __str__(self) -> str:
@@ -114,6 +129,11 @@ class OLAux(Weighting):
             now = base if self.current is None else self.current
             self.current = max(0.0, now + self.beta * sum(self._inner) / len(self._inner))
             self._inner.clear()
+
+    def gate(self, cosine: float, inner: float, base: float) -> float:
+        """Record the ``inner`` product (``observe``); the gradient itself is not gated: 1."""
+        self.observe(base, inner)
+        return 1.0
 
     def __str__(self) -> str:
         return f"olaux:{self.beta:g}:{self.every}"

@@ -5,12 +5,13 @@ import pytest
 import torch as th
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from rlaux import AuxA2C, AuxPPO, AuxTask, ConfigError
 from rlaux.envs import make_vec_env as rlaux_vec_env
-from rlaux.envs import resolve_env, sb3_policy_kwargs
+from rlaux.envs import resolve_env
+from rlaux.networks import sb3_policy_kwargs
 
 PAIRS = [(AuxPPO, PPO, dict(n_steps=32, batch_size=16, n_epochs=2)), (AuxA2C, A2C, dict(n_steps=8))]
 
@@ -93,7 +94,7 @@ def test_the_aux_gradient_is_the_gradient_of_the_weighted_loss():
     state = model.aux_replay.rng.bit_generator.state
     expected = th.autograd.grad(model.aux_loss(), [p for p in params], allow_unused=True)
     model.aux_replay.rng.bit_generator.state = state
-    model.aux_objective._before_step(model.policy.optimizer, (), {})
+    assert model.aux_objective.add_auxiliary_gradient(params)  # what the step pre-hook adds
     for p, g in zip(params, expected):
         assert th.allclose(p.grad, th.zeros_like(p) if g is None else g, atol=1e-6)
 
@@ -158,7 +159,7 @@ def test_user_task_object_is_trained_saved_and_loaded(tmp_path):
 def minatar_model(cls=AuxPPO, **kwargs):
     spec = resolve_env("MinAtar")
     env = rlaux_vec_env(spec, n_envs=2, seed=0, vec_env="dummy")
-    return cls(spec.policy, env, policy_kwargs=sb3_policy_kwargs(spec), seed=0, device="cpu", **kwargs), spec
+    return cls(spec.policy, env, policy_kwargs=sb3_policy_kwargs(spec.policy_kwargs), seed=0, device="cpu", **kwargs), spec
 
 
 @pytest.mark.parametrize("cls", [AuxPPO, AuxA2C])
@@ -191,3 +192,45 @@ def test_atari_reward_pred_trains_and_logs():
     assert model.aux_replay.frame_stack == 4 and model.aux_replay.frames.shape[2] == 1
     logged = model.logger.name_to_value
     assert {"aux/reward_pred/loss", "aux/reward_pred/accuracy", "aux/reward_pred/rewarding_share"} <= set(logged)
+
+
+class Rows(KVWriter):
+    """Every dumped row, as a dict."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def write(self, key_values, key_excluded, step=0):
+        self.rows.append(dict(key_values))
+
+    def close(self):
+        pass
+
+
+def test_stop_request_iteration_count_and_continued_numbering(tmp_path):
+    model = AuxPPO("MlpPolicy", cartpole(), n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(96)  # 3 iterations of 2 envs x 16 steps
+    assert model.iterations == 3
+    model.request_stop()
+    assert model.stop_requested
+    model.learn(96, reset_num_timesteps=False)  # ends before its first rollout, and uses the request up
+    assert model.num_timesteps == 96 and model.iterations == 3 and not model.stop_requested
+
+    model.save(tmp_path / "m.zip")
+    loaded = AuxPPO.load(tmp_path / "m.zip", env=cartpole(), device="cpu")
+    assert loaded.iterations == 3 and loaded.env_state is None and not loaded.stop_requested
+    rows = Rows()
+    loaded.set_logger(Logger(folder=None, output_formats=[rows]))
+    loaded.continue_iteration_count()
+    loaded.learn(64, reset_num_timesteps=False)
+    assert [r["time/iterations"] for r in rows.rows] == [4, 5] and loaded.iterations == 5
+
+
+def test_task_spaces_are_checked_before_the_policy_is_built(monkeypatch):
+    from rlaux.policy import AuxActorCriticPolicy
+
+    built = []
+    monkeypatch.setattr(AuxActorCriticPolicy, "_build", lambda self, *a: built.append(self))
+    with pytest.raises(ConfigError, match="needs image observations"):
+        AuxPPO("MlpPolicy", cartpole(), aux_tasks=["pixel_control"], device="cpu")
+    assert built == []

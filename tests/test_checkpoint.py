@@ -1,11 +1,11 @@
 """Checkpoints, resume, signals, numerical faults and config validation."""
 
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,12 +18,12 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
 from rlaux import AuxA2C, AuxPPO, AuxTask, ConfigError
-from rlaux import checkpoint as ck
 from rlaux.objective import NonFiniteUpdates
 from rlaux.replay import ReplayRequest
-from rlaux.train import RunConfig, resume, train
+from rlaux.run import RunConfig, resume, train
+from rlaux.run import checkpoint as ck
+from rlaux.run.env_state import capture_env_state, restore_env_state
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_steps=64, batch_size=32, n_epochs=1)
 
 
@@ -33,12 +33,6 @@ def config(tmp_path, name, **kwargs):
                 vec_env="dummy", keep_checkpoints=0)
     base.update(kwargs)
     return RunConfig(**base)
-
-
-def cli(*args, **popen):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / "train_agent.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def tb_steps(folder: Path) -> dict[str, list[int]]:
@@ -89,10 +83,10 @@ def test_env_state_capture_restores_cartpole_and_minatar():
         venv.reset()
         for _ in range(5):
             venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
-        state = ck.capture_env_state(venv)
+        state = capture_env_state(venv)
         actions = [np.array([i % 2, (i + 1) % 2]) for i in range(40)]
         first = [venv.step(a)[:3] for a in actions]
-        assert ck.restore_env_state(venv, state)
+        assert restore_env_state(venv, state)
         again = [venv.step(a)[:3] for a in actions]
         for (o1, r1, d1), (o2, r2, d2) in zip(first, again, strict=True):
             assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
@@ -102,40 +96,79 @@ def test_env_state_capture_restores_cartpole_and_minatar():
 # --------------------------------------------------------------------------- signals and kills
 
 
-def test_sigterm_then_resume_gives_the_uninterrupted_step_count_and_clean_tensorboard(tmp_path):
-    args = ["--env", "CartPole-v1", "-n", "6144", "--n-envs", "1", "--vec-env", "dummy", "--save-freq", "2048",
+def _main_in_child(argv: list[str], log: Path) -> None:
+    """The CLI in a forked process (no interpreter start-up to pay), its output into ``log``."""
+    from rlaux.cli import main
+
+    out = open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(out.fileno(), 1)
+    os.dup2(out.fileno(), 2)
+    sys.stdout = sys.stderr = out
+    os.environ["TORCH_NUM_THREADS"] = "1"
+    raise SystemExit(main(argv))
+
+
+def cli_process(argv: list[str], log: Path) -> multiprocessing.Process:
+    proc = multiprocessing.get_context("fork").Process(target=_main_in_child, args=(argv, log))
+    proc.start()
+    return proc
+
+
+def _logged_beyond(run: Path, step: int) -> bool:
+    """progress.csv has a row past ``step``."""
+    try:
+        lines = (run / "progress.csv").read_text().split("\n")[:-1]
+        col = lines[0].split(",").index("time/total_timesteps")
+        return any(float(line.split(",")[col]) > step for line in lines[1:])
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def test_sigterm_then_resume_gives_the_uninterrupted_step_count_and_clean_tensorboard(tmp_path, capsys):
+    total = 1536
+    args = ["--env", "CartPole-v1", "-n", str(total), "--n-envs", "1", "--vec-env", "dummy", "--save-freq", "256",
             "-params", "n_steps=64", "batch_size=64", "n_epochs=1", "--no-progress", "-v", "0", "-f", str(tmp_path),
             "--run-name", "r", "--device", "cpu", "--seed", "2"]
-    proc = cli(*args)
-    run = tmp_path / "r"
+    run, log = tmp_path / "r", tmp_path / "log.txt"
+    proc = cli_process(args, log)
     deadline = time.time() + 60
-    while not ck.checkpoint_dirs(run) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # some steps logged after the checkpoint
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    while time.time() < deadline and proc.is_alive():  # a checkpoint, and steps logged after it
+        dirs = ck.checkpoint_dirs(run)
+        if dirs and _logged_beyond(run, int(dirs[0].name.split("-")[1])):
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(60)
+    err = log.read_text()
+    assert proc.exitcode == 143, err
     assert f"python train_agent.py --resume {run}" in err
     assert not (run / "final_model.zip").exists()
     assert json.loads((ck.checkpoint_dirs(run)[-1] / "state.json").read_text())["reason"] == "signal"
 
-    done = cli("--resume", str(run), "--no-progress")
-    out, err = done.communicate(timeout=120)
-    assert done.returncode == 0, err
+    # In a process of its own too: TensorBoard orders event files by start time, then pid.
+    done = cli_process(["--resume", str(run), "--no-progress"], log)
+    done.join(120)
+    assert done.exitcode == 0, log.read_text()
     progress = pd.read_csv(run / "progress.csv")
     steps = progress["time/total_timesteps"].to_numpy()
-    assert steps[-1] == 6144 and np.all(np.diff(steps) == 64)
+    assert steps[-1] == total and np.all(np.diff(steps) == 64)
     assert np.array_equal(progress["time/iterations"].to_numpy(), np.arange(1, len(steps) + 1))
     for tag, seen in tb_steps(run).items():
         assert np.all(np.diff(seen) > 0), tag  # strictly increasing: none repeated
-    assert tb_steps(run)["time/fps"][-1] == 6144 and len(tb_steps(run)["time/fps"]) == 6144 // 64
+    assert tb_steps(run)["time/fps"][-1] == total and len(tb_steps(run)["time/fps"]) == total // 64
     # flags other than --device/--no-progress/--verbose are refused with --resume
-    bad = cli("--resume", str(run), "--seed", "3")
-    _, err = bad.communicate(timeout=60)
-    assert bad.returncode == 2 and "--seed" in err and len(err.strip().splitlines()) == 1
+    from rlaux.cli import main
+
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and len(err.strip().splitlines()) == 1
 
 
 def test_kill_9_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
+    from rlaux.envs import make_vec_env as rlaux_vec_env
+    from rlaux.envs import resolve_env
+
     rng = random.Random(0)
     run = tmp_path / "k"
     args = ["--env", "MinAtar", "--aux", "reward_pred", "-n", "100000", "--n-envs", "2", "--save-freq", "64",
@@ -143,22 +176,20 @@ def test_kill_9_at_random_moments_leaves_a_loadable_checkpoint(tmp_path):
             "--no-progress", "-v", "0", "--device", "cpu"]
     steps_seen = []
     for round_ in range(4):
-        proc = cli(*(args + ["-f", str(tmp_path), "--run-name", "k"] if round_ == 0 else ["--resume", str(run)]))
-        deadline = time.time() + 60
+        argv = args + ["-f", str(tmp_path), "--run-name", "k"] if round_ == 0 else ["--resume", str(run)]
         start = len(ck.checkpoint_dirs(run)) and ck.checkpoint_dirs(run)[-1].name
-        while time.time() < deadline and proc.poll() is None:
+        proc = cli_process(argv, tmp_path / "log.txt")
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.is_alive():
             dirs = ck.checkpoint_dirs(run)
             if dirs and dirs[-1].name != start:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
-        proc.communicate()
-        assert proc.returncode == -signal.SIGKILL
+        proc.join()
+        assert proc.exitcode == -signal.SIGKILL, (tmp_path / "log.txt").read_text()
         path, state = ck.latest_checkpoint(run)
-        from rlaux.envs import make_vec_env as rlaux_vec_env
-        from rlaux.envs import resolve_env
-
         venv = rlaux_vec_env(resolve_env("MinAtar"), n_envs=2, seed=0, vec_env="dummy")
         model = ck.load_checkpoint(path, venv, device="cpu", state=state)
         assert model.num_timesteps == state["num_timesteps"] and model.aux_replay.size > 0
@@ -286,7 +317,7 @@ def test_checkpoint_of_another_version_or_env_is_refused(saved_run, tmp_path):
     assert "\n" not in str(err.value)
     minatar.close()
     (target / "state.json").write_text(json.dumps({**state, "format_version": 99, "rlaux_version": "9.0"}))
-    with pytest.raises(ConfigError, match="format version 99 .*rlaux 9.0.*reads version 1"):
+    with pytest.raises(ConfigError, match=f"format version 99 .*rlaux 9.0.*reads version {ck.FORMAT_VERSION}"):
         ck.read_state(target)
 
 
@@ -340,3 +371,30 @@ def test_bad_configs_each_give_their_error(tmp_path, kwargs, needle):
     with pytest.raises(ConfigError) as err:
         train(config(tmp_path, "x", **kwargs))
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lin_schedule_is_progress_remaining_times_its_value():
+    """``lin_0.5`` gives exactly the schedule it always gave, ``progress_remaining * 0.5``, bit for bit."""
+    from rlaux.run import algorithm_kwargs
+
+    kwargs = algorithm_kwargs({"learning_rate": "lin_0.5", "clip_range": "lin_2.5e-4", "clip_range_vf": 0.2})
+    progress = [float(p) for p in np.linspace(0.0, 1.0, 1001)] + [0.3, 0.7, 1 / 3]
+    assert [kwargs["learning_rate"](p) for p in progress] == [p * 0.5 for p in progress]
+    assert [kwargs["clip_range"](p) for p in progress] == [p * 2.5e-4 for p in progress]
+    assert kwargs["clip_range_vf"] == 0.2
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    model = AuxPPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, device="cpu", **kwargs)
+    assert model.lr_schedule(0.3) == 0.3 * 0.5 and model.clip_range(0.3) == 0.3 * 2.5e-4
+
+
+def test_policy_kwargs_of_preset_and_hyperparameters_are_converted_together():
+    from rlaux.networks import MinAtarCNN
+    from rlaux.run import algorithm_kwargs
+
+    kwargs = algorithm_kwargs({"policy_kwargs": {"optimizer_class": "RMSpropTFLike", "activation_fn": "tanh"}},
+                              {"features_extractor": "minatar_cnn", "activation_fn": "relu"})
+    policy_kwargs = kwargs["policy_kwargs"]
+    assert policy_kwargs["features_extractor_class"] is MinAtarCNN and policy_kwargs["activation_fn"] is th.nn.Tanh
+    assert policy_kwargs["optimizer_class"].__name__ == "RMSpropTFLike"
+    with pytest.raises(ConfigError, match="unknown activation_fn 'nope'"):
+        algorithm_kwargs({"policy_kwargs": {"activation_fn": "nope"}})

@@ -123,6 +123,15 @@ def test_load_runs_reads_keys_and_steps(sweep_dir: Path) -> None:
     assert run.episode_returns[-1] == pytest.approx(10.0)
 
 
+def test_variant_of_a_run_is_its_aux_label_else_the_task_label() -> None:
+    from rlaux.compare.results import variant_label
+
+    assert variant_label({"aux_label": "reward_pred[reward_pred=0.5]", "aux": ["reward_pred"]}) == \
+        "reward_pred[reward_pred=0.5]"
+    assert variant_label({"aux": ["unreal"]}) == "reward_pred+value_replay+pixel_control"
+    assert variant_label({"aux": []}) == variant_label({}) == "none"
+
+
 def test_curves_csv_is_tidy(sweep_dir: Path, tmp_path: Path) -> None:
     from rlaux.compare.results import curves_frame, load_runs, write_curves_csv
 

@@ -13,15 +13,13 @@ from stable_baselines3.common import atari_wrappers as sb3_atari
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecTransposeImage
 
 from rlaux.envs import (
-    EnvSpec,
     MinAtarImage,
     make_vec_env,
     miniworld_available,
     resolve_env,
-    sb3_policy_kwargs,
 )
 from rlaux.errors import ConfigError
-from rlaux.networks import FEATURE_EXTRACTORS, MinAtarCNN, NatureCNN, conv_feature_maps
+from rlaux.networks import FEATURE_EXTRACTORS, MinAtarCNN, NatureCNN, conv_feature_maps, sb3_policy_kwargs
 from rlaux.presets import list_presets, load_preset, preset_source
 
 
@@ -251,7 +249,7 @@ def test_minatar_cnn_forward_and_conv():
 
 def test_sb3_policy_kwargs_and_ppo_builds():
     spec = resolve_env("MinAtar")
-    kwargs = sb3_policy_kwargs(spec)
+    kwargs = sb3_policy_kwargs(spec.policy_kwargs)
     assert kwargs["features_extractor_class"] is FEATURE_EXTRACTORS["minatar_cnn"]
     assert "features_extractor" not in kwargs
     from stable_baselines3 import PPO
@@ -265,7 +263,7 @@ def test_sb3_policy_kwargs_and_ppo_builds():
     finally:
         venv.close()
     with pytest.raises(ConfigError, match="minatar_cnn"):
-        sb3_policy_kwargs(EnvSpec("x", "CartPole-v1", "gym", policy_kwargs={"features_extractor": "resnet"}))
+        sb3_policy_kwargs({"features_extractor": "resnet"})
 
 
 def test_monitor_records_raw_returns(tmp_path):
@@ -295,7 +293,7 @@ def test_miniworld_maze_trains_headless_with_unreal_tasks():
     spec = resolve_env("MiniWorld")
     venv = make_vec_env(spec, n_envs=1, seed=0, vec_env="dummy")
     try:
-        model = AuxPPO(spec.policy, venv, aux_tasks="unreal", policy_kwargs=sb3_policy_kwargs(spec),
+        model = AuxPPO(spec.policy, venv, aux_tasks="unreal", policy_kwargs=sb3_policy_kwargs(spec.policy_kwargs),
                        aux_task_kwargs={"value_replay": {"seq_len": 8}, "pixel_control": {"seq_len": 8}},
                        n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
         model.learn(256)

@@ -15,6 +15,7 @@ from stable_baselines3.common.monitor import Monitor
 from rlaux.cli import main
 from rlaux.envs import make_vec_env, resolve_env
 from rlaux.evaluate import make_eval_env, resolve_target, summary_line
+from rlaux.run import RunConfig, train
 
 LINE = re.compile(r"^return (-?\d+\.\d+) ± (\d+\.\d+), median (-?\d+\.\d+), min (-?\d+\.\d+), max (-?\d+\.\d+) "
                   r"over (\d+) episodes$", re.M)
@@ -22,8 +23,6 @@ LINE = re.compile(r"^return (-?\d+\.\d+) ± (\d+\.\d+), median (-?\d+\.\d+), min
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from rlaux.train import RunConfig, train
-
     log_dir = tmp_path_factory.mktemp("runs")
     return train(RunConfig(env="MinAtar", aux=["reward_pred"], timesteps=512, n_envs=2,
                            hyperparams={"n_steps": 64, "batch_size": 64}, log_dir=str(log_dir),

@@ -11,15 +11,18 @@ from stable_baselines3.common.buffers import RolloutBuffer
 
 from rlaux.algorithms import AuxA2C, AuxPPO
 from rlaux.augment import auto_pad, random_shift, shift
-from rlaux.envs import make_vec_env, resolve_env, sb3_policy_kwargs
+from rlaux.envs import make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.minibatch import MinibatchRolloutBuffer, RecordsMinibatch, rollout_buffer_class_for
+from rlaux.networks import sb3_policy_kwargs
 from rlaux.tasks import TASKS, make_tasks
-from rlaux.tasks.curl import CURL, CURLHead, info_nce_loss
+from rlaux.tasks.base import update_target
+from rlaux.tasks.curl import CURL, CURLHead
 from rlaux.tasks.deep_supervision import DeepSupervision, decay_factor, policy_gradient_loss
 from rlaux.tasks.drac import DrAC, drac_loss
+from rlaux.tasks.functional import cosine_prediction_loss, info_nce_loss
 from rlaux.tasks.inverse_dynamics import InverseDynamics, inverse_dynamics_loss
-from rlaux.tasks.spr import SPR, SPRHead, cosine_prediction_loss, ema_update, valid_after_dones
+from rlaux.tasks.spr import SPR, SPRHead, valid_after_dones
 
 REPLAY_TASKS = ("inverse_dynamics", "spr", "curl")
 MINIBATCH_TASKS = ("drac", "deep_supervision")
@@ -28,7 +31,7 @@ ALL_TASKS = REPLAY_TASKS + MINIBATCH_TASKS
 
 def minatar(n_envs: int = 2):
     spec = resolve_env("MinAtar")
-    return make_vec_env(spec, n_envs=n_envs, vec_env="dummy"), sb3_policy_kwargs(spec)
+    return make_vec_env(spec, n_envs=n_envs, vec_env="dummy"), sb3_policy_kwargs(spec.policy_kwargs)
 
 
 def build(algo, tasks, n_steps=32, task_kwargs=None, **extra):
@@ -88,6 +91,29 @@ def test_cosine_prediction_loss_and_done_mask():
     assert cosine_prediction_loss(p, target, mask)[0].item() == pytest.approx(0.0, abs=1e-6)
     dones = th.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     assert th.equal(valid_after_dones(dones), th.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_info_nce_hand_case_and_row_shift_invariance():
+    third = float(np.log(3.0))
+    logits = th.tensor([[third, 0.0], [0.0, third]])  # each positive has probability 3/4
+    loss, accuracy = info_nce_loss(logits)
+    assert loss.item() == pytest.approx(np.log(4.0 / 3.0)) and accuracy.item() == 1.0
+    wrong = th.tensor([[0.0, third], [third, 0.0]])  # each positive has probability 1/4
+    loss, accuracy = info_nce_loss(wrong + th.tensor([[100.0], [-7.0]]))  # a constant per row changes nothing
+    assert loss.item() == pytest.approx(np.log(4.0)) and accuracy.item() == 0.0
+
+
+def test_update_target_is_polyak_on_parameters_and_copies_buffers():
+    online, target = th.nn.BatchNorm1d(3), th.nn.BatchNorm1d(3)
+    with th.no_grad():
+        online.weight.fill_(2.0)
+        target.weight.fill_(1.0)
+        online.running_mean.fill_(5.0)
+    update_target(target, online, 0.25)
+    assert th.allclose(target.weight, th.full((3,), 1.25))  # 0.75 * 1 + 0.25 * 2
+    assert th.equal(target.running_mean, online.running_mean)
+    update_target(target, online, 1.0)
+    assert th.equal(target.weight, online.weight)
 
 
 def test_info_nce_inverse_dynamics_drac_and_decay_functions():
@@ -199,7 +225,7 @@ def test_spr_with_augmentation_copies_the_online_network(trained_model):
     trunk, rest = head.online_parts(trained_model.policy)
     # the last loss call copied the online network; the optimizer step after it moved the online one
     assert [p.shape for p in head.target_trunk.parameters()] == [p.shape for p in trunk.parameters()]
-    ema_update(head.target_trunk, trunk, 1.0)
+    update_target(head.target_trunk, trunk, 1.0)
     assert all(th.equal(a, b) for a, b in zip(head.target_trunk.parameters(), trunk.parameters(), strict=True))
 
 

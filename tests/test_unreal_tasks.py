@@ -17,15 +17,9 @@ from rlaux.algorithms import AuxA2C, AuxPPO
 from rlaux.errors import ConfigError
 from rlaux.tasks import BUNDLES, TASKS, make_tasks
 from rlaux.tasks.feature_control import FeatureControl, FeatureControlHead, feature_control_rewards
-from rlaux.tasks.pixel_control import (
-    PixelControl,
-    PixelControlHead,
-    crop_box,
-    deconv_geometry,
-    n_step_q_loss,
-    pixel_control_rewards,
-)
-from rlaux.tasks.value_replay import ValueReplay, n_step_returns
+from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss, n_step_returns
+from rlaux.tasks.pixel_control import PixelControl, PixelControlHead, crop_box, deconv_geometry, pixel_control_rewards
+from rlaux.tasks.value_replay import ValueReplay
 
 SHORT = 8  # sequence length in the training tests: random MinAtar Breakout episodes are often < 20 steps
 UNREAL_NAMES = ("value_replay", "pixel_control", "feature_control")
@@ -116,6 +110,32 @@ def test_n_step_returns_batch_and_trailing_dims():
     assert th.allclose(returns[:, 1], th.tensor([1.75, 1.5, 1.0]).view(3, 1, 1).expand(3, 2, 2))  # no bootstrap
     with pytest.raises(ValueError):
         n_step_returns(rewards, dones, th.zeros(2), 0.5)
+
+
+def test_n_step_returns_discount_and_bootstrap_hand_case():
+    rewards = th.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 2.0]])  # [T=3, B=2], no episode end
+    returns = n_step_returns(rewards, th.zeros(3, 2), th.tensor([10.0, -8.0]), gamma=0.9)
+    expected_0 = [1 + 0.81 * 1 + 0.729 * 10, 0.9 * 1 + 0.81 * 10, 1 + 0.9 * 10]
+    expected_1 = [0.81 * 2 + 0.729 * -8, 0.9 * 2 + 0.81 * -8, 2 + 0.9 * -8]
+    assert th.allclose(returns, th.tensor([expected_0, expected_1]).T)
+    assert th.equal(n_step_returns(rewards, th.zeros(3, 2), th.zeros(2), gamma=0.0), rewards)  # gamma 0: r_t
+
+
+def test_dueling_subtracts_the_mean_advantage():
+    value = th.tensor([[[1.0]], [[-2.0]]])  # [N=2, 1, E=1]
+    advantage = th.tensor([[[1.0], [2.0], [6.0]], [[0.0], [0.0], [3.0]]])  # [N=2, A=3, E=1]
+    q = dueling(value, advantage, dim=1)
+    assert th.allclose(q[:, :, 0], th.tensor([[-1.0, 0.0, 4.0], [-3.0, -3.0, 0.0]]))
+    assert th.allclose(q.mean(dim=1), value[:, 0])  # the mean over actions is V
+    assert th.allclose(dueling(value.transpose(1, 2), advantage.transpose(1, 2), dim=-1), q.transpose(1, 2))
+
+
+def test_masked_mean_counts_only_the_masked_steps_and_their_elements():
+    x = th.arange(12.0).view(2, 3, 2)  # [B=2, T=3, E=2]
+    mask = th.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    assert masked_mean(x, mask).item() == pytest.approx((0 + 1 + 4 + 5 + 10 + 11) / 6)
+    assert masked_mean(th.tensor([[2.0, 4.0]]), th.tensor([[0.0, 1.0]])).item() == 4.0  # no trailing dims
+    assert masked_mean(x, th.zeros(2, 3)).item() == 0.0  # nothing to average: 0, not NaN
 
 
 def test_pixel_control_rewards_hand_case():
@@ -316,9 +336,10 @@ def test_unreal_tasks_train_on_atari_breakout(algo):
     )
     pc = next(t for t in model.aux_tasks if t.name == "pixel_control")
     assert pc.geometry(model.observation_space) == (4, 2, 2, 20, 20)
-    assert model.aux_replay is None or model.aux_replay.frame_stack == 4
+    assert model.aux_replay is None  # made by learn(), sized for the env it trains on
     model.learn(192)
-    assert model.aux_replay.frame_stack == 4
+    assert model.aux_replay.frame_stack == 4  # found the env's VecFrameStack
+    assert model.aux_replay.n_envs == 2
     scalars = _aux_scalars(model)
     for name in UNREAL_NAMES:
         assert f"aux/{name}/loss" in scalars and np.isfinite(scalars[f"aux/{name}/loss"]), scalars
@@ -401,8 +422,6 @@ def test_control_tasks_reject_continuous_actions():
 
 def test_n_step_q_loss_stops_before_an_episode_end_it_has_no_frame_for():
     """Last step done: its pseudo-reward is unknown; step T-2 bootstraps from max Q(s_{T-1})."""
-    from rlaux.tasks.pixel_control import n_step_q_loss
-
     q = th.zeros(1, 4, 2, 1)  # B=1, T=3 (+1), 2 actions, one cell
     q[0, 2, 1, 0] = 5.0  # max_a Q(s_2) = 5
     q[0, 3, 0, 0] = 100.0  # Q of the next episode's first frame: must not be used

@@ -7,11 +7,12 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 
 from rlaux import AuxPPO, AuxTask, ConfigError, ReplayRequest
-from rlaux.objective import AuxiliaryObjective
+from rlaux.objective import AuxiliaryObjective, ClipEach
 from rlaux.tasks import make_tasks
-from rlaux.weighting import CosineGate, OLAux, Schedule, Uncertainty, parse_weighting
+from rlaux.weighting import CosineGate, Fixed, OLAux, Schedule, Uncertainty, parse_weighting
 
 
 @pytest.mark.parametrize(
@@ -104,14 +105,17 @@ def test_cosine_gating_drops_an_opposed_task_and_keeps_an_aligned_one(weighted):
     model.policy.encoder.scale.grad = rl.clone()
     model.aux_replay.rng.bit_generator.state = state
     objective: AuxiliaryObjective = model.aux_objective
-    objective.max_grad_norm = 1e9
-    objective._before_step(model.policy.optimizer, (), {})
+    objective.mixer = ClipEach(max_grad_norm=1e9)  # no clipping: the sum is exact
+    logger = Logger(folder=None, output_formats=[])
+    objective.record(logger)  # start the means afresh
+    model.policy.optimizer.step()  # the pre-hook mixes the gradients in .grad, then the step reads them
     got = model.policy.encoder.scale.grad
     cos_up = float(th.nn.functional.cosine_similarity(g_up, rl, dim=0))
     expected = rl + (cos_up if weighted else 1.0) * g_up  # "down" is dropped on the shared encoder
     th.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert cos_up > 0 and float(th.nn.functional.cosine_similarity(g_down, rl, dim=0)) < 0
-    logged = {k: (v / objective._counts[k]).item() for k, v in objective._sums.items()}
+    objective.record(logger)
+    logged = logger.name_to_value
     assert logged["aux/up/gate"] == pytest.approx(cos_up if weighted else 1.0, rel=1e-4)
     assert logged["aux/down/gate"] == 0.0 and logged["aux/down/grad_cosine"] < 0
 
@@ -125,6 +129,16 @@ def test_olaux_moves_weights_by_the_inner_product_every_n_updates():
     weighting.observe(1.0, -10.0)
     weighting.observe(1.0, -10.0)
     assert weighting.weight(1.0, 0.0) == 0.0
+
+
+def test_gate_is_one_call_for_every_weighting():
+    assert Fixed().gate(-0.5, -3.0, 1.0) == 1.0 and parse_weighting("linear:1:0:1").gate(-0.5, -3.0, 1.0) == 1.0
+    assert CosineGate().gate(0.3, 2.0, 1.0) == 1.0 and CosineGate().gate(-0.3, -2.0, 1.0) == 0.0
+    assert CosineGate(weighted=True).gate(0.3, 2.0, 1.0) == pytest.approx(0.3)
+    assert CosineGate(weighted=True).gate(-0.3, -2.0, 1.0) == 0.0
+    olaux = OLAux(beta=0.5, every=2)
+    assert olaux.gate(-0.9, 0.4, 1.0) == 1.0 and olaux.gate(0.9, 0.2, 1.0) == 1.0  # never gates...
+    assert olaux.weight(1.0, 0.0) == pytest.approx(1.0 + 0.5 * 0.3)  # ...but records the inner products
 
 
 def test_uncertainty_weights_are_learned_parameters_of_the_policy(tmp_path):
@@ -148,13 +162,14 @@ def test_uncertainty_weights_are_learned_parameters_of_the_policy(tmp_path):
 def test_every_weighting_trains_and_logs_its_weights(algo, spec):
     from rlaux import ALGORITHMS
     from rlaux.envs import make_vec_env as rlaux_env
-    from rlaux.envs import resolve_env, sb3_policy_kwargs
+    from rlaux.envs import resolve_env
+    from rlaux.networks import sb3_policy_kwargs
 
     spec_env = resolve_env("MinAtar")
     env = rlaux_env(spec_env, n_envs=2, seed=0, vec_env="dummy")
     extra = dict(n_steps=32, batch_size=64, n_epochs=1) if algo == "ppo" else dict(n_steps=8)
     model = ALGORITHMS[algo](spec_env.policy, env, aux_tasks=["reward_pred", "value_replay"],
-                             aux_weighting={"*": spec}, policy_kwargs=sb3_policy_kwargs(spec_env), seed=0,
+                             aux_weighting={"*": spec}, policy_kwargs=sb3_policy_kwargs(spec_env.policy_kwargs), seed=0,
                              device="cpu", aux_task_kwargs={"value_replay": {"seq_len": 5}}, **extra)
     model.learn(384)
     logged = model.logger.name_to_value

@@ -3,7 +3,9 @@
 Submodules: :mod:`~rlaux.compare.results` (run folders -> learning curves),
 :mod:`~rlaux.compare.stats` (IQM, bootstrap CIs, normalisation, sample efficiency),
 :mod:`~rlaux.compare.plots` (PNG figures), :mod:`~rlaux.compare.report` (Markdown report),
-:mod:`~rlaux.compare.sweep` (run a grid of trainings). Names below are imported lazily so
+:mod:`~rlaux.compare.sweep` (run a grid of trainings), :mod:`~rlaux.compare.study` (plan a
+study, run its sweep with progress lines, report and summarise; what ``train_agent.py
+compare`` calls). Names below are imported lazily so
 that ``import rlaux.compare`` stays cheap (rliable and matplotlib load on first use).
 """
 
@@ -21,6 +23,9 @@ _EXPORTS = {
     "SweepGrid": "rlaux.compare.sweep",
     "SweepJob": "rlaux.compare.sweep",
     "build_train_command": "rlaux.compare.sweep",
+    "plan_study": "rlaux.compare.study",
+    "run_study": "rlaux.compare.study",
+    "rebuild_report": "rlaux.compare.study",
 }
 
 __all__ = sorted(_EXPORTS)

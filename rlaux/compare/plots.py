@@ -1,4 +1,8 @@
-"""PNG figures (matplotlib, Agg backend): learning curves, aggregate intervals, performance profiles."""
+"""PNG figures (matplotlib, Agg backend): learning curves, aggregate intervals, performance profiles.
+
+rliable's ``plot_utils`` draws all three; this module picks the fixed colours (one per
+variant, the same in every figure), titles, legends and file names, and saves.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +50,8 @@ def plot_learning_curves(
 ) -> dict[str, Path]:
     """One PNG per env: IQM across seeds of each variant with a pointwise 95% bootstrap band.
 
-    Returns {env: path}. Files are named ``curves_<env>.png``.
+    Drawn by rliable's ``plot_sample_efficiency_curve`` (every variant of an env shares the
+    env's step grid). Returns {env: path}. Files are named ``curves_<env>.png``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,18 +59,23 @@ def plot_learning_curves(
     colors = dict(colors or variant_colors(variants))
     paths: dict[str, Path] = {}
     for env in sorted(curves["env"].unique()):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        points: dict[str, np.ndarray] = {}
+        bands: dict[str, np.ndarray] = {}
+        legend_colors: dict[str, tuple] = {}
+        steps = None
         for variant in sorted(curves.loc[curves["env"] == env, "variant"].unique()):
             seeds, steps, matrix = curve_matrix(curves, env, variant)
-            center = columnwise_iqm(matrix)
+            legend = f"{variant} (n={len(seeds)})"
+            points[legend] = columnwise_iqm(matrix)
             _, ci = interval_estimates({"x": matrix}, columnwise_iqm, reps, seed)
-            color = colors.get(variant)
-            ax.plot(steps, center, color=color, label=f"{variant} (n={len(seeds)})")
-            ax.fill_between(steps, ci["x"][0], ci["x"][1], color=color, alpha=0.2, linewidth=0)
+            bands[legend] = ci["x"]
+            legend_colors[legend] = colors.get(variant)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_utils.plot_sample_efficiency_curve(
+            steps, points, bands, colors=legend_colors, xlabel="env steps", ylabel="episode return (IQM over seeds)",
+            ax=ax, labelsize="medium", ticklabelsize="small", marker="", linewidth=1.5, grid_alpha=0.3,
+        )
         ax.set_title(env)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return (IQM over seeds)")
-        ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
         path = out_dir / f"curves_{safe_file_name(env)}.png"

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import rlaux.tasks
 from rlaux.errors import ConfigError
 
 CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
@@ -92,14 +93,11 @@ def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def variant_label(config: dict[str, Any]) -> str:
-    """The variant name of a run: ``aux_label``, else the ``aux`` list joined by '+', else 'none'."""
+    """The variant name of a run: its ``aux_label``, else :func:`rlaux.tasks.variant_label` of its ``aux`` list."""
     label = config.get("aux_label")
     if label:
         return str(label)
-    aux = config.get("aux") or []
-    if isinstance(aux, str):
-        return aux or "none"
-    return "+".join(str(a) for a in aux) or "none"
+    return rlaux.tasks.variant_label(config.get("aux"))
 
 
 def env_label(config: dict[str, Any]) -> str:

@@ -59,6 +59,31 @@ def parse_names(spec: str | Iterable[str] | None) -> list[str]:
     return names
 
 
+def variant_label(
+    tasks: str | Iterable[str] | None,
+    flagged_weights: Mapping[str, float] | None = None,
+    weighting: Mapping[str, str] | None = None,
+) -> str:
+    """The one name of an agent variant, as runs record it (``aux_label``) and comparisons group by.
+
+    The task names (bundles expanded), '+'-joined, or "none"; then the weights a user set
+    explicitly, in brackets; then the weighting after '@'::
+
+        variant_label("unreal", {"pixel_control": 0.05}, {"*": "cosine"})
+        == "reward_pred+value_replay+pixel_control[pixel_control=0.05]@cosine"
+    """
+    names = parse_names(tasks)
+    if not names:
+        return "none"
+    label = "+".join(names)
+    flagged = {k: v for k, v in sorted((flagged_weights or {}).items()) if k in names}
+    if flagged:
+        label += "[" + ",".join(f"{k}={float(v):g}" for k, v in flagged.items()) + "]"
+    if weighting:
+        label += "@" + ",".join(v if k == "*" else f"{k}={v}" for k, v in sorted(weighting.items()))
+    return label
+
+
 def make_tasks(
     tasks: str | Iterable[str | AuxTask] | None,
     weights: Mapping[str, float] | None = None,
@@ -101,4 +126,4 @@ def make_tasks(
     return built
 
 
-__all__ = ["AuxTask", "BUNDLES", "TASKS", "available", "make_tasks", "parse_names"]
+__all__ = ["AuxTask", "BUNDLES", "TASKS", "available", "make_tasks", "parse_names", "variant_label"]

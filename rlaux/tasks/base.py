@@ -10,18 +10,18 @@ Tasks know nothing of PPO or A2C.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.utils import polyak_update
 from torch import nn
 
 from rlaux.errors import ConfigError
+from rlaux.networks import conv_trunk
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
 from rlaux.weighting import Fixed, Weighting
-
-if TYPE_CHECKING:
-    from rlaux.policy import AuxActorCriticPolicy
 
 Metrics = dict[str, th.Tensor]
 
@@ -54,7 +54,10 @@ class AuxTask(ABC):
             self.weight = self.default_weights.get(algo, 1.0)
 
     def check(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
-        """Raise ConfigError when the task cannot work with these spaces."""
+        """Raise ConfigError when the task cannot work with these spaces.
+
+        The algorithm calls it once, before the policy builds the heads: ``build_head`` may
+        take for granted what ``check`` accepts (image shape, action-space type, ...)."""
         if self.requires_image and not is_image(observation_space):
             raise ConfigError(
                 f"aux task '{self.name}' needs image observations (uint8 [C, H, W]), "
@@ -71,7 +74,8 @@ class AuxTask(ABC):
         return None
 
     def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
-        """The task's own head on the shared encoder (``None`` if it has none)."""
+        """The task's own head on the shared encoder (``None`` if it has none). The spaces have
+        passed ``check``; what depends on the encoder is checked here (``ConfigError``)."""
         return None
 
     def state_dict(self) -> dict[str, th.Tensor]:
@@ -114,3 +118,20 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
     if hidden <= 0:
         return nn.Linear(in_dim, out_dim)
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+
+def task_conv_trunk(task_name: str, encoder: nn.Module) -> nn.Module:
+    """The encoder's conv layers (``rlaux.networks.conv_trunk``); ConfigError naming the task if it has none."""
+    try:
+        return conv_trunk(encoder)
+    except TypeError as exc:
+        raise ConfigError(f"aux task '{task_name}' cannot find the encoder's conv layers: {exc}") from None
+
+
+def update_target(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Move a target network toward ``online``: target <- (1 - tau) target + tau online for the
+    parameters (SB3's ``polyak_update``; ``tau`` 1 copies), buffers copied."""
+    polyak_update(online.parameters(), target.parameters(), tau)
+    with th.no_grad():
+        for t, o in zip(target.buffers(), online.buffers(), strict=True):
+            t.copy_(o)

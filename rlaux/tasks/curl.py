@@ -19,21 +19,14 @@ from __future__ import annotations
 import copy
 
 import torch as th
-import torch.nn.functional as F
 from torch import nn
 
 from rlaux.augment import auto_pad, random_shift
 from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics
-from rlaux.tasks.spr import ema_update, preprocess
-
-
-def info_nce_loss(logits: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-    """Cross-entropy of ``logits`` [B, B] with the positives on the diagonal; returns (loss, accuracy)."""
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    labels = th.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels), (logits.argmax(dim=1) == labels).float().mean()
+from rlaux.tasks.base import AuxTask, Metrics, update_target
+from rlaux.tasks.functional import info_nce_loss
 
 
 class CURLHead(nn.Module):
@@ -48,9 +41,9 @@ class CURLHead(nn.Module):
         """z_q W z_k^T: queries [B, F], keys [B, F] -> [B, B]."""
         return queries @ self.W @ keys.T
 
-    @th.no_grad()
     def update_target(self, encoder: nn.Module, tau: float) -> None:
-        ema_update(self.key_encoder, encoder, tau)
+        """Move the momentum encoder toward the online ``encoder`` by ``tau``."""
+        update_target(self.key_encoder, encoder, tau)
 
 
 class CURL(AuxTask):
@@ -80,19 +73,18 @@ class CURL(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(seq_len=1, batch_size=self.batch_size)
 
-    def build_head(self, policy) -> CURLHead:
-        self.check(policy.observation_space, policy.action_space)
+    def build_head(self, policy: AuxActorCriticPolicy) -> CURLHead:
         return CURLHead(policy.features_dim, copy.deepcopy(policy.encoder))
 
-    def loss(self, policy, head: CURLHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head: CURLHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         head.update_target(policy.encoder, self.tau)
         obs = batch.obs[:, 0]  # [B, C, H, W]
         pad = self.pad if self.pad is not None else auto_pad(*obs.shape[-2:])
         queries = policy.encode(random_shift(obs, pad))
         with th.no_grad():
-            keys = head.key_encoder(preprocess(policy, random_shift(obs, pad)))
+            keys = head.key_encoder(policy.preprocess(random_shift(obs, pad)))
         loss, accuracy = info_nce_loss(head.logits(queries, keys))
         return loss, {"accuracy": accuracy.detach()}
 
 
-__all__ = ["CURL", "CURLHead", "info_nce_loss"]
+__all__ = ["CURL", "CURLHead"]

@@ -34,8 +34,8 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution, mak
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.tasks.base import AuxTask, Metrics
-from rlaux.tasks.spr import preprocess
+from rlaux.policy import AuxActorCriticPolicy
+from rlaux.tasks.base import AuxTask, Metrics, task_conv_trunk
 
 
 def decay_factor(progress: float, decay_fraction: float | None) -> float:
@@ -106,28 +106,18 @@ class DeepSupervision(AuxTask):
         self.normalize_advantage = normalize_advantage
         self.decay_fraction = decay_fraction
 
-    @staticmethod
-    def _trunk(policy) -> nn.Module:
-        from rlaux.networks import conv_trunk
-
-        try:
-            return conv_trunk(policy.encoder)
-        except TypeError as exc:
-            raise ConfigError(f"aux task 'deep_supervision' cannot find the encoder's conv layers: {exc}") from None
-
-    def build_head(self, policy) -> DeepSupervisionHead:
-        self.check(policy.observation_space, policy.action_space)
+    def build_head(self, policy: AuxActorCriticPolicy) -> DeepSupervisionHead:
         with th.no_grad():
             sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
-            in_dim = self._trunk(policy)(preprocess(policy, sample)).flatten(1).shape[1]
+            in_dim = task_conv_trunk(self.name, policy.encoder)(policy.preprocess(sample)).flatten(1).shape[1]
         return DeepSupervisionHead(in_dim, self.hidden, policy.action_space)
 
-    def loss(self, policy, head: DeepSupervisionHead, batch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head: DeepSupervisionHead, batch) -> tuple[th.Tensor, Metrics]:
         decay = decay_factor(self.progress, self.decay_fraction)
         if decay == 0.0:  # schedule over: no forward pass, a zero loss that touches only the head
             zero = sum(p.sum() for p in head.parameters()) * 0.0
             return zero, {"decay": th.zeros(())}
-        maps = self._trunk(policy)(preprocess(policy, batch.observations))
+        maps = task_conv_trunk(self.name, policy.encoder)(policy.preprocess(batch.observations))
         dist, values = head(maps)
         actions = batch.actions
         if isinstance(policy.action_space, spaces.Discrete):

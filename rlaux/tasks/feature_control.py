@@ -30,28 +30,19 @@ import copy
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics
-from rlaux.tasks.pixel_control import dueling, masked_mean, n_step_q_loss
+from rlaux.tasks.base import AuxTask, Metrics, task_conv_trunk, update_target
+from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
 def feature_control_rewards(feature_maps: th.Tensor) -> th.Tensor:
     """Pseudo-rewards of feature maps [*L, T+1, K, h, w] -> [*L, T, K]: |mean_{t+1} - mean_t| per map."""
     means = feature_maps.mean(dim=(-2, -1))
     return (means[..., 1:, :] - means[..., :-1, :]).abs()
-
-
-def _conv_trunk(encoder: nn.Module) -> nn.Module:
-    from rlaux.networks import conv_trunk
-
-    try:
-        return conv_trunk(encoder)
-    except TypeError as exc:
-        raise ConfigError(f"aux task 'feature_control' cannot find the encoder's conv layers: {exc}") from None
 
 
 class FeatureControlHead(nn.Module):
@@ -73,12 +64,9 @@ class FeatureControlHead(nn.Module):
         advantage = self.advantage(h).view(-1, self.n_maps, self.n_actions)
         return dueling(value, advantage, dim=-1)
 
-    @th.no_grad()
     def update_target(self, online: nn.Module, tau: float) -> None:
-        for target, source in zip(self.target.parameters(), online.parameters(), strict=True):
-            target.lerp_(source, tau)
-        for target, source in zip(self.target.buffers(), online.buffers(), strict=True):
-            target.copy_(source)
+        """target <- (1 - tau) target + tau ``online`` (the encoder's conv trunk)."""
+        update_target(self.target, online, tau)
 
 
 class FeatureControl(AuxTask):
@@ -133,28 +121,27 @@ class FeatureControl(AuxTask):
             seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
         )
 
-    def build_head(self, policy) -> nn.Module:
-        self.check(policy.observation_space, policy.action_space)
-        trunk = _conv_trunk(policy.encoder)
-        target = copy.deepcopy(trunk)
+    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
+        target = copy.deepcopy(task_conv_trunk(self.name, policy.encoder))
         with th.no_grad():
             sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
-            maps = target(preprocess_obs(sample, policy.observation_space, normalize_images=policy.normalize_images))
+            maps = target(policy.preprocess(sample))
         if maps.dim() != 4:
             raise ConfigError(
                 f"feature_control needs conv feature maps [N, K, h, w], the encoder's trunk gives {tuple(maps.shape)}"
             )
         return FeatureControlHead(policy.features_dim, maps.shape[1], int(policy.action_space.n), target, self.hidden)
 
-    def pseudo_rewards(self, policy, head: FeatureControlHead, batch: ReplayBatch) -> th.Tensor:
+    def pseudo_rewards(self, policy: AuxActorCriticPolicy, head: FeatureControlHead, batch: ReplayBatch) -> th.Tensor:
         """[B, T, K] pseudo-rewards from the target trunk (no gradient)."""
         obs = batch.obs
         with th.no_grad():
-            x = preprocess_obs(obs.flatten(0, 1), policy.observation_space, normalize_images=policy.normalize_images)
-            maps = head.target(x.float())
+            maps = head.target(policy.preprocess(obs.flatten(0, 1)))
             return feature_control_rewards(maps.unflatten(0, obs.shape[:2]))
 
-    def loss(self, policy, head: FeatureControlHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(
+        self, policy: AuxActorCriticPolicy, head: FeatureControlHead, batch: ReplayBatch
+    ) -> tuple[th.Tensor, Metrics]:
         rewards = self.pseudo_rewards(policy, head, batch)  # [B, T, K]
         features = policy.encode_sequences(batch)
         q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, K, A]
@@ -162,7 +149,7 @@ class FeatureControl(AuxTask):
         loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
         head.calls += 1
         if int(head.calls) % self.target_update_interval == 0:
-            head.update_target(_conv_trunk(policy.encoder), self.tau)
+            head.update_target(task_conv_trunk(self.name, policy.encoder), self.tau)
         metrics = {
             "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
             "mean_pseudo_reward": masked_mean(rewards, batch.mask * (1 - batch.dones)),

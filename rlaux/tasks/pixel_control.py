@@ -31,8 +31,8 @@ after the deconvolutions (miyosuda/unreal has one; it can only clip Q).
 Episode ends: sequences never span an episode start (the steps before it are
 masked), and when the last step ends the episode, the next stored frame belongs
 to the next episode (the true last frame is not kept): that step is dropped and
-the earlier ones bootstrap from max_a Q(s_{T-1}) instead (``n_step_q_loss``). So
-no pseudo-reward and no bootstrap crosses an episode boundary. The bootstrap
+the earlier ones bootstrap from max_a Q(s_{T-1}) instead (``functional.n_step_q_loss``).
+So no pseudo-reward and no bootstrap crosses an episode boundary. The bootstrap
 comes from the online network, detached. The request equals value replay's, so
 the two tasks share one replay batch and one encoder pass.
 """
@@ -45,9 +45,10 @@ from gymnasium import spaces
 from torch import nn
 
 from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask, Metrics
-from rlaux.tasks.value_replay import n_step_returns
+from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
 def pixel_control_rewards(frames: th.Tensor, cell_size: int) -> th.Tensor:
@@ -99,54 +100,6 @@ def deconv_geometry(grid: int) -> tuple[int, int, int]:
     return 1, padding, 2 * padding - (4 - grid)
 
 
-def dueling(value: th.Tensor, advantage: th.Tensor, dim: int = 1) -> th.Tensor:
-    """Q = V + A - mean_a A, with the actions along ``dim`` (V has size 1 there)."""
-    return value + advantage - advantage.mean(dim=dim, keepdim=True)
-
-
-def n_step_q_loss(
-    q: th.Tensor, actions: th.Tensor, rewards: th.Tensor, dones: th.Tensor, gamma: float, mask: th.Tensor | None = None
-) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """n-step Q-learning over sequences, one control problem per element of E.
-
-    ``q`` [B, T+1, A, *E] (Q of every observation, the last one bootstraps),
-    ``actions`` [B, T] (long), ``rewards`` [B, T, *E] pseudo-rewards of each transition,
-    ``dones`` [B, T] (only the last step may be 1), ``mask`` [B, T] (steps to learn from).
-    Target for Q(s_t, a_t): n-step return bootstrapped with max_a Q(s_T, a) (detached).
-
-    A sequence whose last step ends its episode has no pseudo-reward for that step (the
-    observation after it is the next episode's first: the replay keeps no terminal
-    frame), so that step is dropped and the earlier ones bootstrap from max_a Q(s_{T-1})
-    instead: nothing crosses the episode end.
-
-    Returns (loss, q_taken [B, T, *E], targets [B, T, *E]); the loss is 0.5 * squared TD
-    error summed over E and averaged over the steps to learn from.
-    """
-    b, t1, n_actions = q.shape[:3]
-    extra = q.shape[3:]
-    mask = th.ones(dones.shape, device=q.device) if mask is None else mask
-    max_q = q.detach().max(dim=2).values  # [B, T+1, *E]
-    ended = dones[:, -1].bool()
-    if ended.any():
-        rewards = rewards.clone()
-        rewards[ended, -1] = max_q[ended, -2]  # R_{T-1} := max_a Q(s_{T-1}, a); done cuts s_T
-        mask = mask.clone()
-        mask[ended, -1] = 0.0
-    index = actions.long().reshape(b, t1 - 1, 1, *([1] * len(extra))).expand(b, t1 - 1, 1, *extra)
-    q_taken = q[:, :-1].gather(2, index).squeeze(2)  # [B, T, *E]
-    targets = n_step_returns(rewards.transpose(0, 1), dones.transpose(0, 1), max_q[:, -1], gamma).transpose(0, 1)
-    td = targets - q_taken
-    per_step = 0.5 * td.pow(2).flatten(2).sum(dim=2)  # [B, T]
-    loss = (per_step * mask).sum() / mask.sum().clamp(min=1.0)
-    return loss, q_taken, targets
-
-
-def masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
-    """Mean of ``x`` [B, T, ...] over the steps where ``mask`` [B, T] is 1 (and all trailing elements)."""
-    mask = mask.reshape(*mask.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 class PixelControlHead(nn.Module):
     """Shared features [N, F] -> dueling Q maps [N, n_actions, grid_h, grid_w]."""
 
@@ -178,7 +131,7 @@ class PixelControl(AuxTask):
 
     name = "pixel_control"
     requires_image = True
-    # Public values (DESIGN.md): jkulhanek/deep-rl-pytorch PPO 0.0125, miyosuda/unreal A2C 0.05.
+    # Public values: jkulhanek/deep-rl-pytorch PPO 0.0125, miyosuda/unreal A2C 0.05.
     default_weights = {"ppo": 0.0125, "a2c": 0.05}
 
     def __init__(
@@ -231,10 +184,7 @@ class PixelControl(AuxTask):
             seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
         )
 
-    def build_head(self, policy) -> nn.Module:
-        # The policy builds heads before the algorithm calls check(): check here so that a
-        # wrong env fails with a ConfigError, not a shape error.
-        self.check(policy.observation_space, policy.action_space)
+    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
         _, _, _, gh, gw = self.geometry(policy.observation_space)
         return PixelControlHead(policy.features_dim, int(policy.action_space.n), (gh, gw))
 
@@ -246,7 +196,7 @@ class PixelControl(AuxTask):
         frames = obs[:, :, -per_frame:, top : top + gh * cell, left : left + gw * cell]
         return pixel_control_rewards(frames.float() / 255.0, cell)
 
-    def loss(self, policy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         rewards = self.pseudo_rewards(batch, policy.observation_space)
         features = policy.encode_sequences(batch)  # [B, T+1, F]
         q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, A, gh, gw]
@@ -264,8 +214,5 @@ __all__ = [
     "auto_cell_size",
     "crop_box",
     "deconv_geometry",
-    "dueling",
-    "masked_mean",
-    "n_step_q_loss",
     "pixel_control_rewards",
 ]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask, Metrics, mlp
 
@@ -79,10 +80,10 @@ class RewardPrediction(AuxTask):
             reward_threshold=self.reward_threshold,
         )
 
-    def build_head(self, policy) -> nn.Module:
+    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
         return mlp(self.n_frames * policy.features_dim, self.hidden, 3)
 
-    def loss(self, policy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         features = policy.encode_sequences(batch)  # [B, T, F]
         logits = head(features[:, -self.n_frames :].flatten(1))
         loss, accuracy = reward_prediction_loss(logits, batch.rewards[:, -1], self.reward_threshold)

@@ -51,13 +51,15 @@ import copy
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 from rlaux.augment import auto_pad, random_shift
 from rlaux.errors import ConfigError
+from rlaux.networks import conv_trunk
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, is_image, mlp
+from rlaux.tasks.base import AuxTask, Metrics, is_image, mlp, update_target
+from rlaux.tasks.functional import cosine_prediction_loss
 
 TRANSITIONS = ("auto", "conv", "mlp")
 
@@ -65,35 +67,9 @@ TRANSITIONS = ("auto", "conv", "mlp")
 # ----------------------------------------------------------------------- pure functions
 
 
-def cosine_prediction_loss(
-    predictions: th.Tensor, targets: th.Tensor, mask: th.Tensor | None = None
-) -> tuple[th.Tensor, th.Tensor]:
-    """SPR's loss: ``predictions``, ``targets`` [B, K, D]; ``mask`` [B, K] (1: the step counts).
-
-    Returns the sum over k of the (masked) mean over b of 2 - 2 cos(prediction, target), and
-    the mean cosine over the unmasked (b, k) (detached; 0 when all are masked).
-    """
-    cos = (F.normalize(predictions, dim=-1) * F.normalize(targets, dim=-1)).sum(-1)  # [B, K]
-    if mask is None:
-        mask = th.ones_like(cos)
-    count = mask.sum(0)
-    per_step_loss = ((2.0 - 2.0 * cos) * mask).sum(0) / count.clamp(min=1.0)
-    mean_cos = (cos.detach() * mask).sum() / mask.sum().clamp(min=1.0)
-    return per_step_loss.sum(), mean_cos
-
-
 def valid_after_dones(dones: th.Tensor) -> th.Tensor:
     """``dones`` [B, K] -> [B, K]: 1 where the target of prediction k+1 (obs k+1) is in s_0's episode."""
     return th.cumprod(1.0 - dones.float(), dim=1)
-
-
-@th.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) target + tau online for parameters; buffers are copied."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o.detach(), tau)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        t.copy_(o)
 
 
 def action_vector(actions: th.Tensor, action_space: spaces.Space) -> th.Tensor:
@@ -116,8 +92,6 @@ def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
     The modules are the encoder's own (shared parameters), in new ``nn.Sequential`` wrappers.
     """
-    from rlaux.networks import conv_trunk
-
     try:
         trunk = conv_trunk(encoder)
     except TypeError:
@@ -126,11 +100,6 @@ def split_encoder(encoder: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     if not isinstance(linear, nn.Module):
         return None
     return trunk, nn.Sequential(nn.Flatten(), linear)
-
-
-def preprocess(policy, obs: th.Tensor) -> th.Tensor:
-    """Raw observations -> the float input of the encoder (uint8 images scaled to [0, 1])."""
-    return preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images).float()
 
 
 # -------------------------------------------------------------------------------- head
@@ -169,7 +138,7 @@ class SPRHead(nn.Module):
             return self.transition(th.cat([latent, planes], dim=1))
         return self.transition(th.cat([latent, action], dim=1))
 
-    def online_parts(self, policy) -> tuple[nn.Module, nn.Module]:
+    def online_parts(self, policy: AuxActorCriticPolicy) -> tuple[nn.Module, nn.Module]:
         """(trunk, rest) of the online network, matching ``target_trunk``/``target_rest``."""
         if self.mode == "conv":
             parts = split_encoder(policy.encoder)
@@ -177,11 +146,11 @@ class SPRHead(nn.Module):
             return parts
         return policy.encoder, self.projection
 
-    @th.no_grad()
-    def update_target(self, policy, tau: float) -> None:
+    def update_target(self, policy: AuxActorCriticPolicy, tau: float) -> None:
+        """Move the target trunk and rest toward the online ones by ``tau`` (1: copy them)."""
         trunk, rest = self.online_parts(policy)
-        ema_update(self.target_trunk, trunk, tau)
-        ema_update(self.target_rest, rest, tau)
+        update_target(self.target_trunk, trunk, tau)
+        update_target(self.target_rest, rest, tau)
 
 
 # -------------------------------------------------------------------------------- task
@@ -253,8 +222,7 @@ class SPR(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(seq_len=self.k, batch_size=self.batch_size, next_obs=True, allow_episode_end=True)
 
-    def build_head(self, policy) -> SPRHead:
-        self.check(policy.observation_space, policy.action_space)
+    def build_head(self, policy: AuxActorCriticPolicy) -> SPRHead:
         encoder, features_dim = policy.encoder, policy.features_dim
         n_act = action_dim(policy.action_space)
         parts = split_encoder(encoder) if is_image(policy.observation_space) else None
@@ -268,7 +236,7 @@ class SPR(AuxTask):
             trunk, rest = parts
             with th.no_grad():
                 sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
-                channels = trunk(preprocess(policy, sample)).shape[1]
+                channels = trunk(policy.preprocess(sample)).shape[1]
             transition = nn.Sequential(
                 nn.Conv2d(channels + n_act, self.hidden, 3, padding=1),
                 nn.ReLU(),
@@ -289,7 +257,7 @@ class SPR(AuxTask):
             projection=projection,
         )
 
-    def loss(self, policy, head: SPRHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head: SPRHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         space = policy.observation_space
         head.update_target(policy, self.target_tau(space))
         obs = batch.obs  # [B, K+1, *obs_shape]
@@ -299,14 +267,14 @@ class SPR(AuxTask):
             pad = self.pad if self.pad is not None else auto_pad(*obs.shape[-2:])
             first, future = random_shift(first, pad), random_shift(future, pad)
         trunk, rest = head.online_parts(policy)
-        latent = trunk(preprocess(policy, first))
+        latent = trunk(policy.preprocess(first))
         predictions = []
         for k in range(n - 1):
             latent = head.step(latent, action_vector(batch.actions[:, k], policy.action_space))
             predictions.append(head.predictor(rest(latent)))
         prediction = th.stack(predictions, dim=1)  # [B, K, F]
         with th.no_grad():
-            target = head.target_rest(head.target_trunk(preprocess(policy, future))).unflatten(0, (b, n - 1))
+            target = head.target_rest(head.target_trunk(policy.preprocess(future))).unflatten(0, (b, n - 1))
         mask = valid_after_dones(batch.dones)
         loss, mean_cos = cosine_prediction_loss(prediction, target, mask)
         return loss, {"cosine": mean_cos, "valid_share": mask.mean()}
@@ -316,8 +284,6 @@ __all__ = [
     "SPR",
     "SPRHead",
     "action_vector",
-    "cosine_prediction_loss",
-    "ema_update",
     "split_encoder",
     "valid_after_dones",
 ]

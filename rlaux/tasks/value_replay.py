@@ -16,8 +16,8 @@ Reward transform: none. The replay stores the rewards exactly as SB3's rollout
 saw them, so whatever the training env does to rewards (Atari's
 ``ClipRewardEnv`` clipping, a ``VecNormalize`` scaling) is already applied, and
 the value head is fitted to the same reward scale as in the agent's own value
-loss (miyosuda/unreal clips for value replay only: the mismatch DESIGN.md warns
-of). One difference is unavoidable: on a time-limit truncation SB3 bootstraps
+loss (miyosuda/unreal clips rewards for value replay only, so its value head is
+fitted to two reward scales). One difference is unavoidable: on a time-limit truncation SB3 bootstraps
 with V(terminal observation), which the replay does not keep; here such a step
 is treated as an episode end (bootstrap 0).
 """
@@ -27,37 +27,10 @@ from __future__ import annotations
 import torch as th
 
 from rlaux.errors import ConfigError
+from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
 from rlaux.tasks.base import AuxTask, Metrics
-
-
-def n_step_returns(rewards: th.Tensor, dones: th.Tensor, bootstrap: th.Tensor, gamma: float) -> th.Tensor:
-    """Discounted n-step returns, computed backwards from the last step.
-
-    ``rewards`` [T, B, *E] (any trailing dims E, e.g. the H x W cells of pixel control),
-    ``dones`` [T, B] or [T, B, *E] (1 where the episode ended at step t; broadcast over E),
-    ``bootstrap`` [B, *E] (the value after the last step). Returns [T, B, *E] with
-    ``R_t = r_t + gamma * (1 - done_t) * R_{t+1}`` and ``R_T = bootstrap``.
-    """
-    if rewards.dim() < 2:
-        raise ValueError(f"rewards must be [T, B, ...], got shape {tuple(rewards.shape)}")
-    if bootstrap.shape != rewards.shape[1:]:
-        raise ValueError(
-            f"bootstrap {tuple(bootstrap.shape)} must have the shape of rewards[0] {tuple(rewards.shape[1:])}"
-        )
-    if dones.shape[:2] != rewards.shape[:2] or dones.dim() > rewards.dim():
-        raise ValueError(
-            f"dones {tuple(dones.shape)} must be [T, B] or [T, B, ...] like rewards {tuple(rewards.shape)}"
-        )
-    not_done = 1.0 - dones.to(rewards.dtype)
-    not_done = not_done.reshape(*not_done.shape, *([1] * (rewards.dim() - not_done.dim())))
-    returns = []
-    ret = bootstrap.to(rewards.dtype)
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        ret = rewards[t] + gamma * not_done[t] * ret
-        returns.append(ret)
-    returns.reverse()
-    return th.stack(returns)
+from rlaux.tasks.functional import n_step_returns
 
 
 def explained_variance(prediction: th.Tensor, target: th.Tensor) -> th.Tensor:
@@ -75,7 +48,7 @@ class ValueReplay(AuxTask):
     """
 
     name = "value_replay"
-    # DESIGN.md: A2C ports use 1; the PPO port leaves it off. 1 for both until a sweep says otherwise.
+    # Public ports: A2C ones weight it 1; the PPO one leaves it off. 1 for both until a sweep says otherwise.
     default_weights = {"ppo": 1.0, "a2c": 1.0}
 
     def __init__(
@@ -115,7 +88,7 @@ class ValueReplay(AuxTask):
             seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
         )
 
-    def loss(self, policy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: AuxActorCriticPolicy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         values = policy.values_of_sequences(batch)  # [B, T+1]
         predicted = values[:, :-1]
         bootstrap = values[:, -1].detach() * (1.0 - batch.dones[:, -1])

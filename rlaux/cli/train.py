@@ -1,50 +1,22 @@
-"""The command line: ``python train_agent.py [train|evaluate|compare] ...``.
+"""``python train_agent.py [train] ...``: flags -> :class:`rlaux.run.RunConfig` -> :func:`rlaux.run.train`.
 
-Thin: it parses flags into ``rlaux.train.RunConfig`` and calls into rlaux.
-Flag names follow rl-zoo3 where it has one (``-n/--n-timesteps``,
-``-f/--log-folder``, ``--tensorboard-log``, ``--eval-freq``, ``--save-freq``,
-``--vec-env``, ``-params/--hyperparams``). Bad input exits with code 2 and one line.
+Flag names follow rl-zoo3 where it has one (``-n/--n-timesteps``, ``-f/--log-folder``,
+``--tensorboard-log``, ``--eval-freq``, ``--save-freq``, ``--vec-env``, ``-params/--hyperparams``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
-from rlaux.errors import ConfigError
+from rlaux.cli.common import OneLineErrorParser, key_values
+from rlaux.run import RunConfig, resume, train
 from rlaux.tasks import available as available_tasks
-
-COMMANDS = ("train", "evaluate", "compare")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (exit 2) instead of the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _key_values(items: Sequence[str], flag: str, literal: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} expects name=value, got '{item}'")
-        if literal:
-            try:
-                out[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                out[key] = value
-        else:
-            out[key] = value
-    return out
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train_agent.py", description="Train an SB3 PPO/A2C agent with auxiliary tasks.")
+    """The parser of ``train_agent.py [train]``."""
+    p = OneLineErrorParser(prog="train_agent.py", description="Train an SB3 PPO/A2C agent with auxiliary tasks.")
     p.add_argument("--env", default="Atari", help="env preset (Atari, MinAtar, MiniWorld, ...) or a Gymnasium id; default Atari")
     p.add_argument("--game", default=None, help="game of the preset (Atari: Breakout, Pong, ...; MinAtar: Breakout, Asterix, ...)")
     p.add_argument("--algo", choices=["ppo", "a2c"], default=None, help="algorithm (default: the agent preset's, else ppo)")
@@ -83,36 +55,38 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from rlaux.train import RunConfig
+def _aux_weighting(items: Sequence[str]) -> dict[str, str]:
+    """``["cosine", "reward_pred=fixed"]`` -> ``{"*": "cosine", "reward_pred": "fixed"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        out.update({"*": item} if "=" not in item else key_values([item], "--aux-weighting", literal=False))
+    return out
 
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run configuration of parsed train flags."""
     return RunConfig(
         env=args.env, game=args.game, algo=args.algo, agent=args.agent,
         aux=None if args.aux is None else args.aux.split(","),
-        aux_weights=_key_values(args.aux_weight, "--aux-weight", literal=False),
-        aux_weighting={k: v for item in args.aux_weighting
-                       for k, v in ([("*", item)] if "=" not in item else _key_values([item], "--aux-weighting", False).items())},
+        aux_weights=key_values(args.aux_weight, "--aux-weight", literal=False),
+        aux_weighting=_aux_weighting(args.aux_weighting),
         timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
         log_dir=args.log_dir, run_name=args.run_name, tensorboard_log=args.tensorboard_log,
         vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,
         keep_checkpoints=args.keep_checkpoints, save_replay=args.save_replay,
         max_skipped_updates=args.max_skipped_updates,
-        hyperparams=_key_values(args.hyperparams, "--hyperparams", literal=True),
+        hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True),
         progress_bar=args.progress_bar, verbose=args.verbose,
     )
 
 
 def run_train(argv: Sequence[str]) -> int:
-    from rlaux.train import train
-
+    """Entry point of ``train_agent.py [train]``: train, or ``--resume`` a run; returns the exit code."""
     parser = train_parser()
     args = parser.parse_args(argv)
     if args.resume is not None:
-        from rlaux.train import resume
-
         defaults = vars(parser.parse_args([]))
-        given = {k for k, v in vars(args).items() if k != "resume" and v != defaults[k]}
-        overrides = {k: getattr(args, k) for k in given}
+        overrides = {k: v for k, v in vars(args).items() if k != "resume" and v != defaults[k]}
         run_dir = resume(args.resume, **overrides)
     else:
         run_dir = train(config_from_args(args))
@@ -120,23 +94,4 @@ def run_train(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
-    try:
-        if command == "train":
-            return run_train(argv)
-        if command == "evaluate":
-            from rlaux.evaluate import main as evaluate_main
-
-            return evaluate_main(argv)
-        from rlaux.compare.cli import main as compare_main
-
-        return compare_main(argv)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["config_from_args", "run_train", "train_parser"]

@@ -2,7 +2,7 @@
 
 EnvPool (``pip install 'rlaux[envpool]'``, envpool >= 1.2) runs the ALE and the whole
 Atari preprocessing in C++ threads. :class:`EnvPoolAtariVecEnv` maps an Atari
-:class:`~rlaux.envs.EnvSpec` onto EnvPool's options so that agents see what the
+:class:`~rlaux.envs.spec.EnvSpec` onto EnvPool's options so that agents see what the
 default path (SB3's AtariWrapper chain + VecFrameStack + VecTransposeImage) gives:
 
 ================================  ==================================  ===============================
@@ -59,6 +59,7 @@ import numpy as np
 from stable_baselines3.common.monitor import Monitor, ResultsWriter
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from rlaux.envs.spec import EnvSpec, atari_wrapper_kwargs
 from rlaux.errors import ConfigError
 
 INSTALL_HINT = "pip install 'rlaux[envpool]'"
@@ -77,7 +78,7 @@ def import_envpool() -> Any:
     return envpool
 
 
-def envpool_settings(spec: Any, training: bool) -> tuple[str, dict[str, Any]]:
+def envpool_settings(spec: EnvSpec, training: bool) -> tuple[str, dict[str, Any]]:
     """(EnvPool task id, ``envpool.make`` keyword arguments) for an Atari EnvSpec."""
     if spec.kind != "atari":
         raise ConfigError(f"--vec-env envpool supports Atari envs only, not {spec.env_id!r} (kind {spec.kind}); "
@@ -94,10 +95,8 @@ def envpool_settings(spec: Any, training: bool) -> tuple[str, dict[str, Any]]:
     if task_id not in envpool.list_all_envs():
         raise ConfigError(f"EnvPool has no Atari task {task_id!r} for {spec.env_id!r} (game {game!r})")
 
-    from rlaux.envs import _atari_wrapper_kwargs  # late: rlaux.envs imports this module lazily too
-
     wk = {"noop_max": 30, "frame_skip": 4, "screen_size": 84, "terminal_on_life_loss": True, "clip_reward": True,
-          "action_repeat_probability": 0.0, "grayscale": True, **_atari_wrapper_kwargs(spec, training)}
+          "action_repeat_probability": 0.0, "grayscale": True, **atari_wrapper_kwargs(spec, training)}
     frame_skip = int(wk["frame_skip"])
     # Sticky actions: the ALE's own (v5 ids), or SB3's StickyActionEnv (also per frame) from the wrapper kwargs.
     sticky = float(ale_kwargs.get("repeat_action_probability", 0.0)) or float(wk["action_repeat_probability"])
@@ -128,7 +127,7 @@ def envpool_settings(spec: Any, training: bool) -> tuple[str, dict[str, Any]]:
 class EnvPoolAtariVecEnv(VecEnv):
     """An SB3 VecEnv over one EnvPool Atari pool; see the module docstring for the semantics."""
 
-    def __init__(self, spec: Any, n_envs: int, seed: int = 0, training: bool = True,
+    def __init__(self, spec: EnvSpec, n_envs: int, seed: int = 0, training: bool = True,
                  monitor_dir: str | None = None) -> None:
         self.task_id, self.envpool_kwargs = envpool_settings(spec, training)
         self.frame_skip = int(self.envpool_kwargs["frame_skip"])
@@ -246,7 +245,7 @@ class EnvPoolAtariVecEnv(VecEnv):
         return [wrapper_class is Monitor for _ in self._indices(indices)]
 
 
-def make_envpool_vec_env(spec: Any, n_envs: int, seed: int = 0, training: bool = True,
+def make_envpool_vec_env(spec: EnvSpec, n_envs: int, seed: int = 0, training: bool = True,
                          monitor_dir: str | None = None) -> EnvPoolAtariVecEnv:
     """The EnvPool VecEnv of an Atari spec (ConfigError for other kinds or without envpool)."""
     return EnvPoolAtariVecEnv(spec, n_envs=n_envs, seed=seed, training=training, monitor_dir=monitor_dir)

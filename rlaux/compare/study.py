@@ -1,0 +1,364 @@
+"""A comparison study from start to end: plan the sweep, run it with progress lines, report, summarise.
+
+The library behind ``python train_agent.py compare`` (its flags are parsed in
+:mod:`rlaux.cli.compare`). Everything lands in one folder: ``runs/<run>/`` (each run's
+logs, monitor csvs, model), ``logs/<run>.log`` (each training's output), ``curves.csv``,
+``scores.csv``, ``figures/*.png`` and ``report.md``. Planning the same study again with
+the same ``out`` skips the runs that finished (resume). Every check happens in
+:func:`plan_study`, before anything is launched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rlaux.compare import stats
+from rlaux.compare.report import build_report
+from rlaux.compare.results import find_run_dirs
+from rlaux.compare.suites import SUITES, Suite, get_suite
+from rlaux.compare.sweep import (
+    DEFAULT_EXTRA_ARGS,
+    FINISHED_MARKER,
+    JobOutcome,
+    Launch,
+    SweepGrid,
+    SweepJob,
+    build_train_command,
+    launch_subprocess,
+    run_sweep,
+)
+from rlaux.envs import resolve_env
+from rlaux.errors import ConfigError
+from rlaux.tasks import parse_names, variant_label
+
+#: Train flags that the sweep sets per run: not allowed among the extra train flags.
+RESERVED_TRAIN_FLAGS = ("--env", "--game", "--aux", "--seed", "--timesteps", "-n", "--n-timesteps",
+                        "--log-dir", "-f", "--log-folder", "--run-name")
+
+#: Resolves every job as ``train`` will; returns each variant's label as its runs will record it.
+JobResolver = Callable[[Sequence[SweepJob]], Mapping[str, str]]
+
+
+def parse_seeds(text: str) -> int | list[int]:
+    """'5' -> 5 (seeds 0..4); '0,1,2' -> [0, 1, 2]. ConfigError for anything else or N < 1."""
+    text = text.strip()
+    try:
+        numbers = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes a number of seeds or a comma list of integers, got {text!r}") from None
+    if "," not in text:
+        if not numbers or numbers[0] < 1:
+            raise ConfigError(f"--seeds must be >= 1 (a number of seeds) or a comma list of seeds, got {text!r}")
+        return numbers[0]
+    seeds = numbers
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds list must hold non-negative integers, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"duplicate seeds in --seeds {text!r}")
+    return seeds
+
+
+def parse_variants(text: str) -> list[str]:
+    """'none,reward_pred+pixel_control' -> ['none', 'reward_pred,pixel_control'] (the train --aux form), checked."""
+    variants: list[str] = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        parse_names(item.split("+"))  # ConfigError naming an unknown task
+        variant = item.replace("+", ",")
+        if variant in variants:
+            raise ConfigError(f"variant {item!r} given twice in --aux")
+        variants.append(variant)
+    if not variants:
+        raise ConfigError("--aux names no variant (use 'none' for the baseline)")
+    return variants
+
+
+def check_extra_args(extra: Sequence[str]) -> None:
+    """ConfigError if a train flag passed to every run is one the sweep sets per run."""
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if flag in RESERVED_TRAIN_FLAGS:
+            raise ConfigError(f"train flag {flag} after '--' is set by the sweep for each run; use the compare flags")
+
+
+def default_out(label: str) -> Path:
+    """``runs/compare-<label>-<timestamp>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"compare-{re.sub(r'[^A-Za-z0-9_.-]+', '-', label).strip('-')}-{stamp}"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A checked study: the jobs to run, where and how, and how to report them."""
+
+    jobs: list[SweepJob]
+    out: Path
+    games: list[str | None]
+    variants: list[str]
+    timesteps: int
+    baseline: str  #: the baseline's label, as its runs record it
+    reference: str | None
+    final_from_eval: bool
+    suite: Suite | None = None
+    workers: int = 1
+    backend: str = "local"
+    address: str | None = None
+    reps: int = stats.DEFAULT_REPS
+    truncate: bool = False
+
+
+def plan_study(
+    *,
+    aux: str = "none",
+    seeds: str = "3",
+    env: str | None = None,
+    games: str | None = None,
+    suite: str | None = None,
+    timesteps: int | None = None,
+    algo: str | None = None,
+    agent: str | None = None,
+    eval_episodes: int | None = None,
+    baseline: str | None = None,
+    reference: str | None = None,
+    final_from_eval: bool = False,
+    extra_args: Sequence[str] = (),
+    out: str | Path | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    reps: int = stats.DEFAULT_REPS,
+    truncate: bool = False,
+    resolve_jobs: JobResolver | None = None,
+) -> StudyPlan:
+    """Check every setting and build the grid env/game x variant x seed; launch nothing.
+
+    ``aux`` is the comma list of variants (tasks of one variant joined by '+'), ``seeds`` a
+    count or a comma list, ``games`` a comma list. A ``suite`` sets the env, games, budget,
+    final evaluation and reference. ``extra_args`` go to every training run; ``workers``
+    runs at a time on ``backend`` (local or ray, at ``address``); ``reps`` bootstrap
+    resamples in the report, ``truncate`` cuts runs of one env to the shortest budget.
+    ``resolve_jobs`` (see :data:`JobResolver`) checks each run as ``train`` will and names
+    the labels its runs will record (weights or weighting among ``extra_args`` are part of
+    them); without it, a variant's label is its task names.
+    """
+    chosen_suite = get_suite(suite) if suite else None
+    if chosen_suite is not None:
+        if env or games:
+            raise ConfigError("--suite sets the env and the games; drop --env/--games")
+        env_name, game_list = chosen_suite.env, list(chosen_suite.games)
+        budget = timesteps or chosen_suite.timesteps
+        if eval_episodes is not None and eval_episodes < 1:
+            raise ConfigError(f"--eval-episodes must be >= 1, got {eval_episodes}")
+        suite_args = chosen_suite.train_args(eval_episodes)
+        if budget != chosen_suite.timesteps:
+            suite_args = ["--eval-freq", str(budget), *suite_args[2:]]
+        reference = reference or chosen_suite.reference
+        final_from_eval = True
+        label = chosen_suite.name
+    else:
+        if not env:
+            raise ConfigError("give --env (with --games), --suite, or --from DIR")
+        if eval_episodes is not None:
+            raise ConfigError("--eval-episodes belongs to --suite; pass '-- --eval-freq N --eval-episodes K' instead")
+        if timesteps is None:
+            raise ConfigError("--timesteps is required (env steps per run)")
+        env_name = env
+        game_list = [g.strip() for g in games.split(",") if g.strip()] if games else [None]
+        if not game_list:
+            raise ConfigError("--games names no game")
+        budget, suite_args, label = timesteps, [], env
+    if budget < 1:
+        raise ConfigError(f"--timesteps must be >= 1, got {budget}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {reps}")
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; valid: local, ray")
+    if address and backend != "ray":
+        raise ConfigError("--address is for --backend ray")
+    if reference is not None and reference not in stats.REFERENCES:
+        raise ConfigError(f"unknown reference {reference!r}; valid: {', '.join(stats.REFERENCES)}")
+    seed_spec = parse_seeds(seeds)
+    variants = parse_variants(aux)
+    labels = [variant_label(v) for v in variants]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--aux variants {', '.join(aux.split(','))} name the same task set twice")
+    if baseline:
+        baseline_label = variant_label(parse_variants(baseline)[0])
+        if baseline_label not in labels:
+            raise ConfigError(f"--baseline {baseline!r} is not among the variants {', '.join(labels)}")
+    else:
+        baseline_label = "none" if "none" in labels else labels[0]
+    for game in game_list:
+        resolve_env(env_name, game=game)  # unknown env or game: one line, close matches
+    check_extra_args(extra_args)
+    algo_args = (["--algo", algo] if algo else []) + (["--agent", agent] if agent else [])
+    grid = SweepGrid(envs=[(env_name, g) for g in game_list], variants=variants, seeds=seed_spec, timesteps=budget,
+                     extra_args=[*DEFAULT_EXTRA_ARGS, *algo_args, *suite_args, *extra_args])
+    jobs = grid.jobs()
+    if resolve_jobs is not None:
+        run_labels = resolve_jobs(jobs)
+        baseline_label = {variant_label(v): run_labels[v] for v in variants if v in run_labels}.get(
+            baseline_label, baseline_label)
+    return StudyPlan(jobs=jobs, out=Path(out) if out else default_out(label), games=game_list, variants=variants,
+                     timesteps=budget, baseline=baseline_label, reference=reference,
+                     final_from_eval=final_from_eval, suite=chosen_suite, workers=workers, backend=backend,
+                     address=address, reps=reps, truncate=truncate)
+
+
+def _finished(plan: StudyPlan, job: SweepJob) -> bool:
+    return (plan.out / "runs" / job.run_name / FINISHED_MARKER).is_file()
+
+
+def print_dry_run(plan: StudyPlan) -> None:
+    """Print the runs the plan would launch (finished ones marked), launch nothing."""
+    jobs = plan.jobs
+    finished = sum(_finished(plan, j) for j in jobs)
+    print(f"dry run: {len(jobs)} runs ({len(plan.games)} game(s) x {len(plan.variants)} variant(s) x "
+          f"{len(jobs) // (len(plan.games) * len(plan.variants))} seed(s)), {plan.timesteps:,} env steps each, "
+          f"{plan.workers} at a time, backend {plan.backend}; {finished} already finished in {plan.out}")
+    if plan.suite is not None:
+        print(f"suite {plan.suite.name}: {plan.suite.description}")
+    for job in jobs:
+        command = build_train_command(job, plan.out / "runs")
+        print(("[skip, finished] " if _finished(plan, job) else "") + " ".join(command[1:]))
+
+
+class ProgressLaunch:
+    """Wraps a launcher to print one line per finished run."""
+
+    def __init__(self, total: int, launch: Launch = launch_subprocess) -> None:
+        self.total, self.launch, self.count, self.lock = total, launch, 0, threading.Lock()
+
+    def __call__(self, command: list[str], env: dict[str, str], log_path: Path) -> int:
+        start = time.monotonic()
+        code = self.launch(command, env, log_path)
+        with self.lock:
+            self.count += 1
+            state = "done" if code == 0 else f"FAILED (exit {code}, log {log_path})"
+            print(f"[{self.count}/{self.total}] {log_path.stem}: {state} in {time.monotonic() - start:.0f} s", flush=True)
+        return code
+
+
+def run_study(plan: StudyPlan, launch: Launch | None = None) -> list[JobOutcome]:
+    """Run the plan's sweep (printing progress), then write and summarise the report; one outcome per job.
+
+    No report when every run failed (said on stderr). ``launch`` replaces the local
+    subprocess launcher (default :func:`~rlaux.compare.sweep.launch_subprocess`).
+    """
+    jobs, out, workers, backend = plan.jobs, plan.out, plan.workers, plan.backend
+    out.mkdir(parents=True, exist_ok=True)
+    todo = sum(not _finished(plan, j) for j in jobs)
+    print(f"compare: {len(jobs)} runs ({todo} to run, {len(jobs) - todo} already finished) into {out}, "
+          f"{workers} at a time, backend {backend}", flush=True)
+    start = time.monotonic()
+    progress = ProgressLaunch(todo, launch or launch_subprocess) if backend == "local" else None
+    outcomes = run_sweep(jobs, out, workers=workers, backend=backend, address=plan.address, launch=progress)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"sweep: {counts['done']} done, {counts['skipped']} skipped (already finished), "
+          f"{counts['failed']} failed, in {time.monotonic() - start:.0f} s", flush=True)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"failed: {o.job.run_name} (exit {o.returncode}); log: {o.log_path}", file=sys.stderr)
+    if len(failed) == len(outcomes):
+        print("error: every run failed; no report (see the logs above)", file=sys.stderr)
+        return outcomes
+    report_and_summarise([out / "runs"], out, plan.baseline, plan.reference, plan.final_from_eval, plan.reps,
+                         plan.truncate)
+    return outcomes
+
+
+def summary_table(out: Path, baseline: str) -> str:
+    """The sample-efficiency ratios, from the report's curves.csv and scores.csv, as a text table."""
+    curves = pd.read_csv(out / "curves.csv")
+    scores = pd.read_csv(out / "scores.csv")
+    table = stats.sample_efficiency(curves, scores, baseline)
+    finals = scores.groupby(["env", "variant"])["final"].apply(lambda v: stats.iqm(v.to_numpy())).to_dict()
+    rows = [("env", "variant", "final IQM", f"steps to {baseline}'s final", "ratio")]
+    for row in table.itertuples():
+        reached = row.steps == row.steps  # not NaN
+        rows.append((row.env, row.variant, f"{finals[(row.env, row.variant)]:.3f}",
+                     f"{row.steps:,.0f}" if reached else "not reached",
+                     f"{row.ratio:.2f}x" if reached else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def report_and_summarise(
+    run_dirs: Sequence[Path],
+    out: Path,
+    baseline: str,
+    reference: str | None = None,
+    final_from_eval: bool = False,
+    reps: int = stats.DEFAULT_REPS,
+    truncate: bool = False,
+) -> Path:
+    """Write the report of the runs under ``run_dirs`` into ``out``, print where and the summary table."""
+    report = build_report([str(d) for d in run_dirs], str(out), baseline=baseline, reference=reference,
+                          reps=reps, truncate=truncate, final_from_eval=final_from_eval)
+    print(f"\nreport: {report}")
+    print(f"data: {out / 'curves.csv'}, {out / 'scores.csv'}; figures: {out / 'figures'}")
+    print(f"\nsample efficiency (ratio = env steps to reach {baseline}'s final score / {baseline}'s own steps):")
+    print(summary_table(out, baseline))
+    return report
+
+
+def all_suite_runs(dirs: Sequence[Path]) -> bool:
+    """True if every run under ``dirs`` used a suite's env preset (the Atari 100k protocol's)."""
+    envs = set()
+    for run_dir in find_run_dirs(dirs):
+        try:
+            envs.add(str(json.loads((run_dir / "config.json").read_text()).get("env", "")).lower())
+        except (OSError, ValueError, AttributeError):
+            continue
+    suite_envs = {suite.env.lower() for suite in SUITES.values()}
+    return bool(envs) and envs <= suite_envs
+
+
+def rebuild_report(
+    dirs: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    baseline: str | None = None,
+    reference: str | None = None,
+    final_from_eval: bool = False,
+    reps: int = stats.DEFAULT_REPS,
+    truncate: bool = False,
+) -> Path:
+    """The report of existing run folders (searched recursively); runs nothing.
+
+    ``out`` defaults to the one folder given, else ``runs/compare-from-<timestamp>``.
+    ``baseline`` is a variant (``reward_pred+pixel_control``) or a run label with weights
+    or weighting; default none. Runs of a suite's env preset get the suite's report
+    (reference atari100k, final evaluation scores).
+    """
+    folders = [Path(d) for d in dirs]
+    for d in folders:
+        if not d.exists():
+            raise ConfigError(f"--from folder {str(d)!r} does not exist")
+    if reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {reps}")
+    out_dir = Path(out) if out else (folders[0] if len(folders) == 1 else default_out("from"))
+    if baseline and any(c in baseline for c in "[@"):  # a run label with weights or weighting
+        baseline_label = baseline
+    else:
+        baseline_label = variant_label(parse_variants(baseline)[0]) if baseline else "none"
+    if all_suite_runs(folders):  # runs of --suite atari100k/atari5: the suite's report
+        reference, final_from_eval = reference or "atari100k", True
+    return report_and_summarise(folders, out_dir, baseline_label, reference, final_from_eval, reps, truncate)
+
+
+__all__ = ["RESERVED_TRAIN_FLAGS", "JobResolver", "ProgressLaunch", "StudyPlan", "all_suite_runs", "check_extra_args",
+           "default_out", "parse_seeds", "parse_variants", "plan_study", "print_dry_run", "rebuild_report",
+           "report_and_summarise", "run_study", "summary_table"]

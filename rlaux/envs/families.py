@@ -1,0 +1,135 @@
+"""Env families (Atari, MinAtar, MiniWorld, plain gym): registration, availability, raw envs.
+
+Users never register anything themselves: ALE ids are registered when this module is
+imported (``import ale_py`` at top level; the env factory in
+:mod:`rlaux.envs.wrappers` imports this module, so ``SubprocVecEnv`` workers, started
+with forkserver, find the ids when they unpickle it), MinAtar ids likewise (registered
+here with minatar's own entry point, so that minatar is imported only when used), and MiniWorld is imported
+on demand, headless (``PYGLET_HEADLESS=1`` is set before pyglet is imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYGLET_HEADLESS", "1")  # before anything imports pyglet (MiniWorld)
+
+import importlib.util  # noqa: E402
+import re  # noqa: E402
+from typing import Any  # noqa: E402
+
+import ale_py  # noqa: E402  registers the ALE ids; must stay at module top level (forkserver workers)
+import gymnasium as gym  # noqa: E402
+
+from rlaux.errors import ConfigError  # noqa: E402
+
+gym.register_envs(ale_py)
+
+KINDS = ("atari", "minatar", "miniworld", "gym")
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+MINIWORLD_GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"
+
+
+def register_minatar() -> None:
+    """Register the ``MinAtar/*`` ids (once; a no-op without minatar), as ``minatar.gym.register_envs``
+    does, without importing minatar: its import pulls in seaborn and scipy (about 1 s), which
+    every process would pay; ``gym.make`` imports it when a MinAtar env is made."""
+    if "MinAtar/Breakout-v1" in gym.registry or importlib.util.find_spec("minatar") is None:
+        return
+    for name in MINATAR_GAMES:
+        game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()  # SpaceInvaders -> space_invaders
+        for version, minimal in (("v0", False), ("v1", True)):
+            gym.register(id=f"MinAtar/{name}-{version}", entry_point="minatar.gym:BaseEnv",
+                         kwargs={"game": game, "use_minimal_action_set": minimal})
+
+
+register_minatar()
+
+_MINIWORLD_STATE: dict[str, Any] = {"imported": False, "error": None, "gl_checked": False}
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def import_miniworld() -> None:
+    """Import miniworld (registers MiniWorld-* ids); ConfigError naming the GL packages if it fails."""
+    if _MINIWORLD_STATE["imported"]:
+        return
+    if _MINIWORLD_STATE["error"] is not None:
+        raise ConfigError(_MINIWORLD_STATE["error"])
+    try:
+        import miniworld  # noqa: F401
+    except Exception as exc:  # pyglet raises various errors when GL/EGL is missing
+        msg = (
+            f"MiniWorld cannot start OpenGL headless ({_first_line(exc)}); "
+            f"install the Debian packages {MINIWORLD_GL_PACKAGES} (apt-get install -y {MINIWORLD_GL_PACKAGES})"
+        )
+        _MINIWORLD_STATE["error"] = msg
+        raise ConfigError(msg) from None
+    _MINIWORLD_STATE["imported"] = True
+
+
+def check_miniworld_gl(env_id: str, env_kwargs: dict) -> None:
+    """Make and reset one MiniWorld env in this process, so a GL failure is one clear line here
+    rather than a traceback in a SubprocVecEnv worker."""
+    import_miniworld()
+    if _MINIWORLD_STATE["gl_checked"]:
+        return
+    try:
+        env = gym.make(env_id, **env_kwargs)
+        env.reset(seed=0)
+        env.close()
+    except Exception as exc:
+        msg = (
+            f"MiniWorld env {env_id} cannot render headless ({_first_line(exc)}); "
+            f"install the Debian packages {MINIWORLD_GL_PACKAGES} (apt-get install -y {MINIWORLD_GL_PACKAGES})"
+        )
+        raise ConfigError(msg) from None
+    _MINIWORLD_STATE["gl_checked"] = True
+
+
+def miniworld_available() -> tuple[bool, str]:
+    """(True, "") if MiniWorld can render headless here, else (False, reason)."""
+    try:
+        check_miniworld_gl("MiniWorld-OneRoom-v0", {})
+    except ConfigError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def miniworld_ids() -> list[str]:
+    """The registered ``MiniWorld-*`` ids (importing miniworld); [] where it cannot start."""
+    try:
+        import_miniworld()
+    except ConfigError:
+        return []
+    return [k for k in gym.registry if k.startswith("MiniWorld-")]
+
+
+def make_base_env(env_id: str, kind: str, **env_kwargs: Any) -> gym.Env:
+    """The raw env of ``env_id`` (``render_mode="rgb_array"`` where it takes one), after the
+    registration its family needs; module level, so picklable by reference."""
+    if kind == "miniworld" or env_id.startswith("MiniWorld"):
+        import_miniworld()
+    if kind == "minatar":
+        register_minatar()
+    kwargs = {"render_mode": "rgb_array"}
+    kwargs.update(env_kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except TypeError:
+        return gym.make(env_id, **env_kwargs)
+
+
+__all__ = [
+    "KINDS",
+    "MINATAR_GAMES",
+    "MINIWORLD_GL_PACKAGES",
+    "check_miniworld_gl",
+    "import_miniworld",
+    "make_base_env",
+    "miniworld_available",
+    "miniworld_ids",
+    "register_minatar",
+]

@@ -1,0 +1,380 @@
+"""Env specs: what a preset (``envs/*.toml``) or a gymnasium id resolves to.
+
+``resolve_env(name)`` turns a preset name (Atari, AtariRGB, MinAtar, MiniWorld,
+case-insensitive), a path to a preset .toml file, or any gymnasium id
+(``ALE/Pong-v5``, ``BreakoutNoFrameskip-v4``, ``MinAtar/Asterix-v1``,
+``CartPole-v1``, ``MiniWorld-MazeS3-v0`` ...) into an :class:`EnvSpec`, plain data
+from which :func:`rlaux.envs.vec.make_vec_env` builds the vectorised env. Unknown
+names, games and preset keys are one-line ConfigErrors with close matches.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+
+from rlaux.envs.families import KINDS, MINATAR_GAMES, import_miniworld, make_base_env, miniworld_ids
+from rlaux.errors import ConfigError
+from rlaux.presets import is_preset, list_presets, load_preset
+
+# Keys an env preset may hold (see envs/README.md).
+PRESET_KEYS = {
+    "description",
+    "kind",
+    "env_id",
+    "game",
+    "sticky_actions",
+    "n_envs",
+    "frame_stack",
+    "env_kwargs",
+    "wrapper_kwargs",
+    "policy",
+    "policy_kwargs",
+}
+# AtariWrapper keys; terminal_on_life_loss and clip_reward apply at training only.
+ATARI_WRAPPER_KEYS = {
+    "noop_max",
+    "frame_skip",
+    "screen_size",
+    "terminal_on_life_loss",
+    "clip_reward",
+    "action_repeat_probability",
+    "grayscale",
+}
+
+
+@dataclass
+class EnvSpec:
+    """Everything needed to build the vectorised env; plain data (TOML/JSON friendly)."""
+
+    name: str  # preset name as given, or the gym id
+    env_id: str  # the gymnasium id actually made
+    kind: str  # "atari" | "minatar" | "miniworld" | "gym"
+    n_envs: int = 8
+    frame_stack: int = 1  # applied as SB3 VecFrameStack (0/1 = none)
+    env_kwargs: dict = field(default_factory=dict)  # passed to gym.make
+    wrapper_kwargs: dict = field(default_factory=dict)  # e.g. AtariWrapper kwargs
+    policy: str = "MlpPolicy"  # "CnnPolicy" for images
+    policy_kwargs: dict = field(default_factory=dict)  # e.g. {"features_extractor": "minatar_cnn"}
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(asdict(self))
+
+
+def atari_wrapper_kwargs(spec: EnvSpec, training: bool) -> dict:
+    """The AtariWrapper kwargs of ``spec``; for evaluation (``training=False``) without
+    life-loss resets and reward clipping: full games and raw scores."""
+    kwargs = dict(spec.wrapper_kwargs)
+    if not training:
+        kwargs["terminal_on_life_loss"] = False
+        kwargs["clip_reward"] = False
+    return kwargs
+
+
+def is_image_observation(space: spaces.Space) -> bool:
+    """Whether ``space`` is an image Box, channel-first or channel-last."""
+    return isinstance(space, spaces.Box) and is_image_space(space, check_channels=False)
+
+
+# ------------------------------------------------------------- name matching
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+@functools.lru_cache(maxsize=1)
+def _ale_games() -> dict[str, str]:
+    """normalised game name -> CamelCase name used in ids (e.g. 'spaceinvaders' -> 'SpaceInvaders')."""
+    games = {}
+    for key in gym.registry:
+        m = re.fullmatch(r"ALE/([A-Za-z0-9]+)-v5", key)
+        if m:
+            games[_norm(m.group(1))] = m.group(1)
+    return games
+
+
+def _close(word: str, choices: list[str], n: int = 5) -> list[str]:
+    lower = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.6)
+    return [lower[h] for h in hits]
+
+
+def _atari_env_id(game: str, sticky: bool) -> tuple[str, dict]:
+    games = _ale_games()
+    key = _norm(game)
+    if key not in games:
+        # compare on normalised names, show CamelCase names
+        hits = difflib.get_close_matches(key, list(games), n=5, cutoff=0.6)
+        close = [games[h] for h in hits]
+        hint = f"close matches: {', '.join(close)}" if close else "no close match"
+        raise ConfigError(
+            f"unknown Atari game {game!r} ({hint}); ALE has {len(games)} games, e.g. Breakout, Pong, SpaceInvaders"
+        )
+    camel = games[key]
+    if not sticky and f"{camel}NoFrameskip-v4" in gym.registry:
+        return f"{camel}NoFrameskip-v4", {}
+    # v5 ids: the wrapper does frame skipping (max-pooled), so the env must not.
+    kwargs: dict[str, Any] = {"frameskip": 1}
+    if not sticky:
+        kwargs["repeat_action_probability"] = 0.0
+    return f"ALE/{camel}-v5", kwargs
+
+
+def _minatar_game(game: str) -> str:
+    by_norm = {_norm(g): g for g in MINATAR_GAMES}
+    if _norm(game) in by_norm:
+        return by_norm[_norm(game)]
+    close = [by_norm[h] for h in difflib.get_close_matches(_norm(game), list(by_norm), n=3, cutoff=0.5)]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown MinAtar game {game!r}{hint}; valid games: {', '.join(MINATAR_GAMES)}")
+
+
+def _miniworld_env_id(template: str, game: str) -> str:
+    ids = miniworld_ids()
+    env_id = template.format(game=game)
+    if not ids:
+        import_miniworld()  # raises the GL ConfigError
+    by_lower = {k.lower(): k for k in ids}
+    if env_id.lower() in by_lower:
+        return by_lower[env_id.lower()]
+    games = sorted({re.sub(r"^MiniWorld-|-v\d+$", "", k) for k in ids})
+    close = _close(game, games, n=5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown MiniWorld game {game!r}{hint}; valid games: {', '.join(games)}")
+
+
+def _check_env_id(env_id: str) -> str:
+    if env_id in gym.registry:
+        return env_id
+    by_lower = {k.lower(): k for k in gym.registry}
+    if env_id.lower() in by_lower:
+        return by_lower[env_id.lower()]
+    if env_id.startswith("MiniWorld"):
+        miniworld_ids()
+        if env_id in gym.registry:
+            return env_id
+    raise _unknown_env(env_id)
+
+
+def _unknown_env(name: str) -> ConfigError:
+    env_presets = list_presets("envs")
+    choices = list(gym.registry) + env_presets + miniworld_ids()
+    close = _close(name, choices, n=5)
+    hint = f"close matches: {', '.join(close)}" if close else "no close match"
+    game = _ale_games().get(_norm(name))
+    if game is not None:
+        hint += f"; for the Atari game use the Atari preset with game {game!r}"
+    return ConfigError(
+        f"unknown env {name!r} ({hint}); give a preset ({', '.join(env_presets)}) or a registered gymnasium id"
+    )
+
+
+def _kind_of_id(env_id: str) -> str:
+    spec = gym.registry[env_id]
+    entry = str(spec.entry_point)
+    if entry.startswith("ale_py"):
+        if spec.kwargs.get("obs_type", "rgb") in ("rgb", "grayscale"):
+            return "atari"
+        return "gym"  # RAM observations: a vector
+    if entry.startswith("minatar"):
+        return "minatar"
+    if entry.startswith("miniworld") or env_id.startswith("MiniWorld-"):
+        return "miniworld"
+    return "gym"
+
+
+# ---------------------------------------------------------------- policies
+
+
+def _guess_policy(env_id: str, env_kwargs: dict) -> tuple[str, dict]:
+    """Make the env once to read its observation space: images -> CnnPolicy, else MlpPolicy."""
+    try:
+        env = make_base_env(env_id, "gym", **env_kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot make env {env_id!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    try:
+        space = env.observation_space
+    finally:
+        env.close()
+    if isinstance(space, spaces.Dict):
+        return "MultiInputPolicy", {}
+    if is_image_observation(space):
+        h, w = _hw(space)
+        if min(h, w) < 36:  # NatureCNN (8x8/4, 4x4/2, 3x3/1) needs at least 36x36
+            return "CnnPolicy", {"features_extractor": "minatar_cnn"}
+        return "CnnPolicy", {}
+    return "MlpPolicy", {}
+
+
+def _hw(space: spaces.Box) -> tuple[int, int]:
+    shape = space.shape
+    return (shape[1], shape[2]) if is_image_space_channels_first(space) else (shape[0], shape[1])
+
+
+# ------------------------------------------------------------------ presets
+
+
+def _validate_preset(preset: dict, where: str) -> None:
+    unknown = set(preset) - PRESET_KEYS
+    if unknown:
+        raise ConfigError(
+            f"env preset {where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(PRESET_KEYS))}"
+        )
+    kind = preset.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"env preset {where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    for key in ("env_kwargs", "wrapper_kwargs", "policy_kwargs"):
+        if not isinstance(preset.get(key, {}), dict):
+            raise ConfigError(f"env preset {where}: {key} must be a table, got {preset[key]!r}")
+    if kind == "atari":
+        bad = set(preset.get("wrapper_kwargs", {})) - ATARI_WRAPPER_KEYS
+        if bad:
+            raise ConfigError(
+                f"env preset {where}: unknown Atari wrapper key(s) {', '.join(sorted(bad))}; "
+                f"valid: {', '.join(sorted(ATARI_WRAPPER_KEYS))}"
+            )
+    for key in ("n_envs", "frame_stack"):
+        value = preset.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "n_envs" else 0):
+            raise ConfigError(
+                f"env preset {where}: {key} must be a {'positive' if key == 'n_envs' else 'non-negative'} integer, got {value!r}"
+            )
+
+
+def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions: bool | None, where: str) -> EnvSpec:
+    _validate_preset(preset, where)
+    kind = preset["kind"]
+    env_kwargs = dict(preset.get("env_kwargs", {}))
+    template = preset.get("env_id")
+    the_game = game if game is not None else preset.get("game")
+
+    if kind != "atari" and sticky_actions is not None:
+        raise ConfigError(f"sticky_actions applies to Atari presets only, not to {name!r} (kind {kind})")
+    if kind == "atari":
+        sticky = bool(preset.get("sticky_actions", False)) if sticky_actions is None else bool(sticky_actions)
+        if template:  # a fixed id in the preset
+            env_id = template.format(game=the_game or "")
+            if game is not None and "{game}" not in template:
+                raise ConfigError(f"env preset {name!r} fixes env_id {template!r}; it takes no game (got {game!r})")
+        else:
+            env_id, extra = _atari_env_id(the_game or "Breakout", sticky)
+            env_kwargs = {**extra, **env_kwargs}
+    elif template is None:
+        raise ConfigError(f"env preset {where}: env_id is required for kind {kind}")
+    elif "{game}" in template:
+        if not the_game:
+            raise ConfigError(f"env preset {where}: env_id {template!r} needs a game (preset key 'game' or --game)")
+        if kind == "minatar":
+            env_id = template.format(game=_minatar_game(the_game))
+        elif kind == "miniworld":
+            env_id = _miniworld_env_id(template, the_game)
+        else:
+            env_id = template.format(game=the_game)
+    else:
+        if game is not None:
+            raise ConfigError(f"env preset {name!r} fixes env_id {template!r}; it takes no game (got {game!r})")
+        env_id = template
+
+    if kind == "miniworld":
+        miniworld_ids()  # registers the ids (or raises the GL error)
+    env_id = _check_env_id(env_id)
+    if kind == "gym":
+        policy, policy_kwargs = _guess_policy(env_id, env_kwargs)
+    else:
+        policy, policy_kwargs = "CnnPolicy", {}
+    return EnvSpec(
+        name=name,
+        env_id=env_id,
+        kind=kind,
+        n_envs=int(preset.get("n_envs", 8)),
+        frame_stack=int(preset.get("frame_stack", 1)),
+        env_kwargs=env_kwargs,
+        wrapper_kwargs=dict(preset.get("wrapper_kwargs", {})),
+        policy=preset.get("policy", policy),
+        policy_kwargs=dict(preset.get("policy_kwargs", policy_kwargs)),
+    )
+
+
+def _default_preset_for(kind: str) -> dict:
+    name = {"atari": "Atari", "minatar": "MinAtar", "miniworld": "MiniWorld"}.get(kind)
+    if name is None or not is_preset("envs", name):
+        return {"kind": kind}
+    return load_preset("envs", name)
+
+
+def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None = None) -> EnvSpec:
+    """Turn a preset name (or path to a preset .toml) or a gymnasium id into an EnvSpec.
+
+    ``game`` picks the game of a preset that has one (Atari: any ALE game, e.g.
+    "Pong" or "space_invaders"; MinAtar: one of the five; MiniWorld: e.g. "FourRooms").
+    ``sticky_actions`` (Atari presets only) overrides the preset: True makes
+    ``ALE/<Game>-v5`` (repeat_action_probability 0.25, frameskip=1 so the wrapper
+    skips), False ``<Game>NoFrameskip-v4``. Errors are ConfigError, one line.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"env name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    if is_preset("envs", name):
+        return _spec_from_preset(name, load_preset("envs", name), game, sticky_actions, where=name)
+    if name.lower().endswith(".toml"):
+        load_preset("envs", name)  # raises the one-line "does not exist" error
+
+    if name not in gym.registry and name.startswith("MiniWorld"):
+        miniworld_ids()
+    env_id = _check_env_id(name)
+    if game is not None:
+        raise ConfigError(f"game {game!r} applies to presets only; {env_id!r} is a gymnasium id (drop the game)")
+    kind = _kind_of_id(env_id)
+    if sticky_actions is not None and kind != "atari":
+        raise ConfigError(f"sticky_actions applies to Atari envs only, not to {env_id!r}")
+
+    base = _default_preset_for(kind)
+    env_kwargs: dict[str, Any] = dict(base.get("env_kwargs", {})) if kind != "gym" else {}
+    if kind == "atari":
+        reg = gym.registry[env_id].kwargs
+        if reg.get("frameskip", 1) != 1:
+            env_kwargs["frameskip"] = 1  # AtariWrapper does the (max-pooled) skipping
+        if sticky_actions is not None:
+            env_kwargs["repeat_action_probability"] = 0.25 if sticky_actions else 0.0
+    preset = {k: v for k, v in base.items() if k not in ("env_id", "game", "sticky_actions", "env_kwargs")}
+    preset["kind"] = kind
+    preset["env_id"] = env_id
+    preset["env_kwargs"] = env_kwargs
+    if kind == "gym":
+        return _spec_from_preset(env_id, preset, None, None, where=env_id)
+    preset.setdefault("policy", "CnnPolicy")
+    _validate_preset(preset, env_id)
+    return EnvSpec(
+        name=env_id,
+        env_id=env_id,
+        kind=kind,
+        n_envs=int(preset.get("n_envs", 8)),
+        frame_stack=int(preset.get("frame_stack", 4 if kind == "atari" else 1)),
+        env_kwargs=env_kwargs,
+        wrapper_kwargs=dict(preset.get("wrapper_kwargs", {})),
+        policy=preset["policy"],
+        policy_kwargs=dict(preset.get("policy_kwargs", {})),
+    )
+
+
+__all__ = [
+    "ATARI_WRAPPER_KEYS",
+    "PRESET_KEYS",
+    "EnvSpec",
+    "atari_wrapper_kwargs",
+    "is_image_observation",
+    "resolve_env",
+]

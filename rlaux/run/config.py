@@ -1,0 +1,386 @@
+"""What one run is: the flags a user gives (``RunConfig``), checked and merged with the env and
+agent presets into every value the run uses (``ResolvedRun``, saved as the run's ``config.json``).
+
+Every problem is found before anything is trained or written, and all of them are reported at
+once, in one one-line ConfigError. Task and space checks are the algorithm's own
+(``rlaux.algorithms.check_tasks``), run here on the env's spaces.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch as th
+
+from rlaux.algorithms import ALGORITHMS, check_tasks
+from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
+from rlaux.errors import ConfigError
+from rlaux.networks import sb3_policy_kwargs
+from rlaux.presets import load_preset
+from rlaux.tasks import BUNDLES, TASKS, AuxTask, make_tasks, parse_names, variant_label
+from rlaux.tasks.base import check_weight
+
+DEVICES = ("auto", "cpu", "cuda")
+#: Env steps when neither the flag nor the env preset says (rl-zoo3 trains Atari for 10M).
+DEFAULT_TIMESTEPS = {"atari": 10_000_000, "minatar": 5_000_000, "miniworld": 2_000_000, "gym": 1_000_000}
+#: Flags that may be given with --resume (the others come from the run's config.json).
+RESUME_OVERRIDES = ("device", "progress_bar", "verbose")
+
+
+@dataclass
+class RunConfig:
+    """What a user asks for; ``None`` means "from the presets"."""
+
+    env: str = "Atari"
+    game: str | None = None
+    algo: str | None = None
+    agent: str | None = None
+    aux: list[str] | None = None
+    aux_weights: dict[str, float] = field(default_factory=dict)
+    aux_weighting: dict[str, str] = field(default_factory=dict)  # task name or "*" -> rlaux.weighting spec
+    timesteps: int | None = None
+    n_envs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    log_dir: str = "runs"
+    run_name: str | None = None
+    tensorboard_log: str | None = None
+    vec_env: str = "auto"
+    eval_freq: int = 0
+    eval_episodes: int = 5
+    save_freq: int = 0
+    keep_checkpoints: int = 3
+    save_replay: bool = False
+    max_skipped_updates: int = 10
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    progress_bar: bool = True
+    verbose: int = 1
+
+
+@dataclass
+class ResolvedRun:
+    """A config with every preset value filled in: what ``config.json`` holds."""
+
+    config: RunConfig
+    env_spec: EnvSpec
+    algo: str
+    aux: list[str]
+    aux_weights: dict[str, float]
+    aux_task_kwargs: dict[str, dict]
+    hyperparams: dict[str, Any]
+    timesteps: int
+    n_envs: int
+    run_dir: Path
+    aux_weighting: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The variant name comparisons group runs by (``rlaux.tasks.variant_label``): the weights
+        given by flag and the weighting are part of it."""
+        flagged = {k: v for k, v in self.aux_weights.items() if k in self.config.aux_weights}
+        return variant_label(self.aux, flagged, self.aux_weighting)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self.config),
+            "env_id": self.env_spec.env_id,
+            "env_spec": self.env_spec.to_dict(),
+            "algo": self.algo,
+            "aux": self.aux,
+            "aux_label": self.label,
+            "aux_weights": self.aux_weights,
+            "aux_task_kwargs": self.aux_task_kwargs,
+            "aux_weighting": self.aux_weighting,
+            "hyperparams": self.hyperparams,
+            "timesteps": self.timesteps,
+            "n_envs": self.n_envs,
+            "run_dir": str(self.run_dir),
+        }
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_flags(config: RunConfig) -> list[str]:
+    """The problems of the flag values (types, ranges, choices) that need no preset; [] if none."""
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    if config.timesteps is not None:
+        need(_is_int(config.timesteps) and config.timesteps > 0,
+             f"--timesteps must be a positive number of env steps, got {config.timesteps!r}")
+    if config.n_envs is not None:
+        need(_is_int(config.n_envs) and config.n_envs >= 1, f"--n-envs must be at least 1, got {config.n_envs!r}")
+    need(_is_int(config.seed) and config.seed >= 0, f"--seed must be an integer >= 0, got {config.seed!r}")
+    need(config.vec_env in VEC_ENV_CHOICES,
+         f"--vec-env '{config.vec_env}' is not one of {', '.join(VEC_ENV_CHOICES)}")
+    if config.device not in DEVICES:
+        problems.append(f"--device '{config.device}' is not one of {', '.join(DEVICES)}")
+    elif config.device == "cuda" and not th.cuda.is_available():
+        problems.append("--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
+    for flag, value, low in (("--eval-freq", config.eval_freq, 0), ("--eval-episodes", config.eval_episodes, 1),
+                             ("--save-freq", config.save_freq, 0), ("--keep-checkpoints", config.keep_checkpoints, 0),
+                             ("--max-skipped-updates", config.max_skipped_updates, 0)):
+        need(_is_int(value) and value >= low, f"{flag} must be an integer >= {low}, got {value!r}")
+    need(isinstance(config.save_replay, bool), f"--save-replay must be true or false, got {config.save_replay!r}")
+    need(_is_int(config.verbose) and config.verbose in (0, 1, 2), f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
+    if config.algo is not None:
+        need(config.algo in ALGORITHMS, f"--algo '{config.algo}' is not one of {', '.join(ALGORITHMS)}")
+    if config.run_name is not None:
+        need(bool(config.run_name) and "/" not in config.run_name and config.run_name not in (".", ".."),
+             f"--run-name must be a plain folder name, got {config.run_name!r}")
+    return problems
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+#: Keys that flags or rlaux set; a hyperparameter may not name them.
+_RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "aux_tasks", "aux_weights",
+             "aux_task_kwargs", "aux_weighting", "_init_setup_model", "max_skipped_updates"}
+_POS_INT = ("n_steps", "batch_size", "n_epochs", "stats_window_size", "sde_sample_freq", "aux_replay_capacity")
+_UNIT = ("gamma", "gae_lambda", "rms_prop_eps")
+_NON_NEG = ("ent_coef", "vf_coef", "target_kl")
+_POS_OR_SCHEDULE = ("learning_rate", "clip_range", "clip_range_vf", "max_grad_norm")
+_SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")
+_BOOL = ("normalize_advantage", "use_sde", "use_rms_prop")
+
+
+def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
+    """Names against the algorithm's ``__init__`` signature, then types and ranges of the known ones."""
+    cls = ALGORITHMS[algo]
+    accepted = {name for klass in cls.__mro__ if "__init__" in vars(klass) and klass is not object
+                for name in inspect.signature(vars(klass)["__init__"]).parameters}
+    # positional/keyword catch-alls of the classes in between, and what lower classes fix
+    accepted -= {"self", "args", "kwargs", "_init_setup_model", "policy_base", "supported_action_spaces",
+                 "monitor_wrapper", "support_multi_env"}
+    problems = []
+    for key, value in hyperparams.items():
+        where = f"hyperparameter {key}={value!r}"
+        if key in _RESERVED:
+            problems.append(f"{where} is set by a flag or by rlaux, not by --hyperparams")
+        elif key not in accepted:
+            problems.append(f"unknown hyperparameter '{key}' for {algo} (it takes: {', '.join(sorted(accepted - _RESERVED))})")
+        elif key in _POS_INT and not (_is_int(value) and value >= 1 if key != "sde_sample_freq" else _is_int(value)):
+            problems.append(f"{where} must be a positive integer")
+        elif key in _UNIT and not (_is_number(value) and 0 <= value <= 1):
+            problems.append(f"{where} must be a number in [0, 1]")
+        elif key in _NON_NEG and value is not None and not (_is_number(value) and value >= 0):
+            problems.append(f"{where} must be a number >= 0")
+        elif key in _POS_OR_SCHEDULE and value is not None:
+            number = value[4:] if isinstance(value, str) and value.startswith("lin_") else value
+            try:
+                ok = math.isfinite(float(number)) and float(number) > 0 and not isinstance(number, bool)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(f"{where} must be a positive number or 'lin_<positive number>'")
+        elif key in _BOOL and not isinstance(value, bool):
+            problems.append(f"{where} must be true or false")
+        elif key == "policy_kwargs" and not isinstance(value, Mapping):
+            problems.append(f"{where} must be a table/dict")
+    if algo == "ppo" and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
+            and hyperparams.get("normalize_advantage", True):
+        problems.append("hyperparameter batch_size=1 cannot normalise advantages (PPO needs batch_size > 1)")
+    if not problems:
+        try:
+            algorithm_kwargs(hyperparams)
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems
+
+
+def linear_schedule(initial: float) -> Callable[[float], float]:
+    """rl-zoo3's ``lin_<value>``: ``progress_remaining * initial``, from ``initial`` down to 0.
+
+    SB3's ``get_linear_fn(initial, 0.0, 1.0)`` computes ``initial + (1 - progress) * (0 - initial)``,
+    equal in exact arithmetic but not always to the last bit, which would change trained weights.
+    """
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * initial
+
+    return schedule
+
+
+def algorithm_kwargs(hyperparams: Mapping[str, Any], policy_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """TOML/JSON-friendly hyperparameters -> SB3 keyword arguments.
+
+    ``lin_<x>`` schedules become functions; ``policy_kwargs`` (e.g. the env preset's) and the
+    hyperparameters' own ``policy_kwargs``, which win key by key, go through
+    ``rlaux.networks.sb3_policy_kwargs``.
+    """
+    kwargs = dict(hyperparams)
+    for key in _SCHEDULES:
+        value = kwargs.get(key)
+        if isinstance(value, str) and value.startswith("lin_"):
+            kwargs[key] = linear_schedule(float(value[4:]))
+    merged = {**(policy_kwargs or {}), **kwargs.pop("policy_kwargs", {})}
+    if merged:
+        kwargs["policy_kwargs"] = sb3_policy_kwargs(merged)
+    return kwargs
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def resolve(config: RunConfig) -> ResolvedRun:
+    """Merge the env preset, the agent preset and the flags; check everything before training.
+
+    Every problem found is reported at once, in one ConfigError: bad flag values, an unknown
+    env, agent or aux task, bad weights, tasks that cannot work with the env's spaces, unknown
+    or out-of-range hyperparameters.
+    """
+    problems = check_flags(config)
+
+    def attempt(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            problems.append(str(err))
+            return None
+
+    spec = attempt(resolve_env, config.env, game=config.game)
+    agent = attempt(agent_preset, config.agent or (config.algo if config.algo in ALGORITHMS else None) or "ppo")
+    algo = agent["algo"] if agent else (config.algo if config.algo in ALGORITHMS else "ppo")
+    if agent and config.algo is not None and config.algo in ALGORITHMS and config.algo != algo:
+        problems.append(f"--algo {config.algo} contradicts --agent {config.agent}, which is {algo}")
+    aux_spec = config.aux if config.aux is not None else (agent or {}).get("aux", [])
+    aux = attempt(parse_names, aux_spec)
+    if aux is None:  # keep the names that are fine, to check the rest
+        items = aux_spec.split(",") if isinstance(aux_spec, str) else list(aux_spec or [])
+        aux = [n for item in items if item.strip() in TASKS or item.strip() in BUNDLES
+               for n in parse_names([item.strip()])]
+        aux_known = False
+    else:
+        aux_known = True
+    raw_weights = {**(agent or {}).get("aux_weights", {}), **config.aux_weights}
+    aux_weights = {}
+    for name, value in raw_weights.items():
+        weight = attempt(check_weight, name, value)
+        if weight is not None:
+            aux_weights[name] = weight
+    unknown = sorted(set(config.aux_weights) - set(aux))
+    if unknown and aux_known:
+        problems.append(f"--aux-weight names {', '.join(unknown)}, not among the aux tasks {aux or ['none']}")
+    aux_task_kwargs = {k: v for k, v in (agent or {}).get("aux_task_kwargs", {}).items() if k in aux}
+    # validates task names, constructor arguments and weights
+    aux_weighting = {**(agent or {}).get("aux_weighting", {}), **config.aux_weighting}
+    tasks = attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, algo, aux_task_kwargs,
+                    aux_weighting if aux_known else {})
+    if tasks and spec is not None:
+        attempt(_check_tasks_on_env, tasks, spec)
+    hyperparams = {**(_hyperparams_for(agent, spec.kind) if agent and spec else {}), **config.hyperparams}
+    problems.extend(check_hyperparams(algo, hyperparams))
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
+    timesteps = config.timesteps or int(getattr(spec, "timesteps", None) or DEFAULT_TIMESTEPS.get(spec.kind, 1_000_000))
+    n_envs = config.n_envs or spec.n_envs
+    run_dir = run_dir_for(config, spec, algo, aux)
+    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, timesteps, n_envs, run_dir,
+                       aux_weighting)
+
+
+def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec) -> None:
+    """The algorithm's task checks, on the spaces of one env built from ``spec``."""
+    try:
+        venv = make_vec_env(spec, n_envs=1, seed=0, vec_env="dummy")
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to build the env, as one line
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"cannot make env {spec.env_id!r}: {type(err).__name__}: {first}") from None
+    try:
+        check_tasks(tasks, venv.observation_space, venv.action_space)
+    finally:
+        venv.close()
+
+
+def agent_preset(name: str) -> dict[str, Any]:
+    """The agent preset ``name`` with its ``base`` presets merged in (hyperparameters per env kind)."""
+    preset = load_preset("agents", name)
+    if "base" in preset:
+        base = agent_preset(preset["base"])
+        hyper = {**base.get("hyperparams", {})}
+        for kind, values in preset.get("hyperparams", {}).items():
+            hyper[kind] = {**hyper.get(kind, {}), **values}
+        preset = {**base, **preset, "hyperparams": hyper}
+    if preset.get("algo") not in ALGORITHMS:
+        raise ConfigError(f"agent preset '{name}' has algo {preset.get('algo')!r}, not one of {', '.join(ALGORITHMS)}")
+    return preset
+
+
+def _hyperparams_for(agent: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    table = agent.get("hyperparams", {})
+    return dict(table.get(kind, table.get("default", {})))
+
+
+def run_dir_for(config: RunConfig, spec: EnvSpec, algo: str, aux: list[str]) -> Path:
+    """``<log_dir>/<run_name>``, or ``<log_dir>/<env>_<algo>_<tasks>_s<seed>`` numbered ``_2``, ``_3``... if taken."""
+    if config.run_name:
+        return Path(config.log_dir) / config.run_name
+    env_label = re.sub(r"[^A-Za-z0-9]+", "-", spec.name if not config.game else f"{spec.name}-{config.game}").strip("-")
+    base = f"{env_label}_{algo}_{'+'.join(aux) or 'none'}_s{config.seed}"
+    run_dir = Path(config.log_dir) / base
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = Path(config.log_dir) / f"{base}_{n}"
+    return run_dir
+
+
+def load_run(run_dir: str | os.PathLike) -> ResolvedRun:
+    """The ResolvedRun that a run folder's ``config.json`` describes (the source of truth on resume)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run folder: it has no config.json") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    try:
+        fields = {f: data[f] for f in RunConfig.__dataclass_fields__ if f in data}
+        config = RunConfig(**fields)
+        spec = EnvSpec(**data["env_spec"])
+        return ResolvedRun(config, spec, data["algo"], list(data["aux"]), dict(data["aux_weights"]),
+                           dict(data["aux_task_kwargs"]), dict(data["hyperparams"]), int(data["timesteps"]),
+                           int(data["n_envs"]), run_dir, dict(data.get("aux_weighting", {})))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: not a config.json written by rlaux ({type(err).__name__}: {err})") from None
+
+
+__all__ = [
+    "DEFAULT_TIMESTEPS",
+    "DEVICES",
+    "RESUME_OVERRIDES",
+    "ResolvedRun",
+    "RunConfig",
+    "agent_preset",
+    "algorithm_kwargs",
+    "check_flags",
+    "check_hyperparams",
+    "linear_schedule",
+    "load_run",
+    "resolve",
+    "run_dir_for",
+]

@@ -1,0 +1,155 @@
+"""Training a run, and continuing one that stopped.
+
+A run folder holds everything about one run::
+
+    <log_dir>/<run_name>/
+        config.json          every resolved preset value and flag (enough to repeat the run)
+        monitor/*.csv        SB3 Monitor files: episode returns before any reward clipping
+        progress.csv, events.out.tfevents.*   SB3's logger (stdout, csv, tensorboard)
+        final_model.zip      written atomically when the run finishes
+        checkpoints/         with --save-freq, and on SIGINT/SIGTERM: see ``rlaux.run.checkpoint``
+
+``python train_agent.py --resume <run_dir>`` continues a run from its newest valid
+checkpoint: the run's own ``config.json`` says what to run (only ``--device``,
+``--no-progress`` and ``--verbose`` may be given with it), the step counter goes on,
+and the same progress.csv, TensorBoard run and Monitor files are continued (what was
+logged after the checkpoint is cut, so no step is logged twice and none is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import VecEnv
+
+from rlaux.algorithms import AuxA2C, AuxPPO
+from rlaux.envs import make_vec_env
+from rlaux.errors import ConfigError
+from rlaux.objective import NonFiniteUpdates
+from rlaux.run.checkpoint import PeriodicCheckpoint, checkpoint_dirs, latest_checkpoint, load_checkpoint
+from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
+from rlaux.run.env_state import rewind_monitor_files
+from rlaux.run.files import atomic_save, atomic_write_bytes
+from rlaux.run.logs import make_logger
+from rlaux.run.model import build_model
+from rlaux.run.signals import Abort, StopOnSignal, signal_name
+
+
+def train(config: RunConfig) -> Path:
+    """Train one run as configured; returns the run folder.
+
+    SIGINT/SIGTERM: the current rollout and update finish, a checkpoint is written and the
+    process exits with 130/143 (``SystemExit``) after printing how to resume.
+    """
+    _set_threads()
+    run = resolve(config)
+    if checkpoint_dirs(run.run_dir):
+        raise ConfigError(f"run folder {run.run_dir} already holds checkpoints of a run: continue it with "
+                          f"--resume {run.run_dir}, or choose another --run-name")
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run.run_dir / "config.json", json.dumps(run.to_json(), indent=2, default=str).encode())
+    env = _make_env(run)
+    try:
+        model = build_model(run, env)
+    except BaseException:
+        env.close()
+        raise
+    model.set_logger(_make_logger(run, None))
+    return _learn(run, model, env, run.timesteps, reset_num_timesteps=True)
+
+
+def resume(run_dir: str | os.PathLike, **overrides: Any) -> Path:
+    """Continue the run in ``run_dir`` from its newest valid checkpoint (see the module docstring).
+
+    ``overrides``: only ``device``, ``progress_bar`` and ``verbose``.
+    """
+    _set_threads()
+    bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if bad:
+        raise ConfigError(f"--resume takes the run's settings from its config.json; only --device, --no-progress and "
+                          f"--verbose may be given with it, not {', '.join('--' + b.replace('_', '-') for b in bad)}")
+    run = load_run(run_dir)
+    for key, value in overrides.items():
+        setattr(run.config, key, value)
+    problems = check_flags(run.config)
+    if problems:
+        raise ConfigError(f"{Path(run_dir) / 'config.json'}: " + "; ".join(problems))
+    if (run.run_dir / "final_model.zip").is_file():
+        raise ConfigError(f"run {run.run_dir} has finished (final_model.zip is there): nothing to resume")
+    path, state = latest_checkpoint(run.run_dir)
+    step = int(state["num_timesteps"])
+    rewind_monitor_files(run.run_dir / "monitor", state.get("monitor_rows", {}), step)
+    env = _make_env(run)
+    try:
+        model = load_checkpoint(path, env, device=run.config.device, state=state, logger=_make_logger(run, step))
+    except BaseException:
+        env.close()
+        raise
+    model.continue_iteration_count()
+    print(f"resuming {run.run_dir} from {path.name} at step {step} of {run.timesteps}", file=sys.stderr)
+    return _learn(run, model, env, max(run.timesteps - step, 0), reset_num_timesteps=False)
+
+
+def _set_threads() -> None:
+    if os.environ.get("TORCH_NUM_THREADS"):
+        th.set_num_threads(int(os.environ["TORCH_NUM_THREADS"]))
+
+
+def _make_env(run: ResolvedRun) -> VecEnv:
+    return make_vec_env(run.env_spec, n_envs=run.n_envs, seed=run.config.seed, vec_env=run.config.vec_env,
+                        training=True, monitor_dir=str(run.run_dir / "monitor"))
+
+
+def _make_logger(run: ResolvedRun, resume_step: int | None) -> Logger:
+    config = run.config
+    tensorboard_dir = Path(config.tensorboard_log) / run.run_dir.name if config.tensorboard_log else run.run_dir
+    return make_logger(run.run_dir, verbose=config.verbose, tensorboard_dir=tensorboard_dir, resume_step=resume_step)
+
+
+def _learn(run: ResolvedRun, model: AuxPPO | AuxA2C, env: VecEnv, steps: int, reset_num_timesteps: bool) -> Path:
+    """``model.learn`` with the run's callbacks; a signal or too many non-finite updates end it
+    with a checkpoint and ``SystemExit``; a finished run saves ``final_model.zip``."""
+    config = run.config
+    saver = PeriodicCheckpoint(run.run_dir, config.save_freq, keep=config.keep_checkpoints,
+                               save_replay=config.save_replay)
+    callbacks: list[BaseCallback] = [saver]
+    if config.eval_freq:
+        eval_env = make_vec_env(run.env_spec, n_envs=1, seed=config.seed + 10_000, vec_env="dummy", training=False)
+        callbacks.append(EvalCallback(eval_env, n_eval_episodes=config.eval_episodes,
+                                      eval_freq=max(config.eval_freq // run.n_envs, 1),
+                                      best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
+    how = f"python train_agent.py --resume {run.run_dir}"
+    try:
+        with StopOnSignal(model) as stopper:
+            model.learn(steps, callback=callbacks, progress_bar=config.progress_bar,
+                        reset_num_timesteps=reset_num_timesteps)
+            if stopper.signal is not None and model.num_timesteps < model._total_timesteps:
+                path = saver.save("signal")
+                print(f"stopped by {signal_name(stopper.signal)} at step {model.num_timesteps}: checkpoint "
+                      f"{path}; resume with: {how}", file=sys.stderr, flush=True)
+                raise SystemExit(128 + stopper.signal)
+    except Abort as abort:
+        last = checkpoint_dirs(run.run_dir)
+        where = f"the last checkpoint ({last[-1].name}) is intact; resume with: {how}" if last else "no checkpoint was written"
+        print(f"aborted by a second {signal_name(abort.signum)}: {where}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + abort.signum) from None
+    except NonFiniteUpdates as err:
+        # Skipped updates never reach the weights: the current ones are the last good ones.
+        path = saver.save("non_finite")
+        print(f"error: {err}; checkpoint of the last good weights: {path} (resume with: {how}, after fixing the "
+              "cause, e.g. a lower learning rate or aux weight)", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+    finally:
+        env.close()
+    atomic_save(model, run.run_dir / "final_model.zip")
+    return run.run_dir
+
+
+__all__ = ["resume", "train"]
