@@ -13,12 +13,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch as th
+from stable_baselines3.common.utils import LinearSchedule
 
 from rlaux.algorithms import ALGORITHMS, check_tasks
 from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
@@ -209,23 +210,10 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def linear_schedule(initial: float) -> Callable[[float], float]:
-    """rl-zoo3's ``lin_<value>``: ``progress_remaining * initial``, from ``initial`` down to 0.
-
-    SB3's ``get_linear_fn(initial, 0.0, 1.0)`` computes ``initial + (1 - progress) * (0 - initial)``,
-    equal in exact arithmetic but not always to the last bit, which would change trained weights.
-    """
-
-    def schedule(progress_remaining: float) -> float:
-        return progress_remaining * initial
-
-    return schedule
-
-
 def algorithm_kwargs(hyperparams: Mapping[str, Any], policy_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """TOML/JSON-friendly hyperparameters -> SB3 keyword arguments.
 
-    ``lin_<x>`` schedules become functions; ``policy_kwargs`` (e.g. the env preset's) and the
+    ``lin_<x>`` (rl-zoo3s notation) becomes SB3s ``LinearSchedule`` from ``x`` down to 0; ``policy_kwargs`` (e.g. the env preset's) and the
     hyperparameters' own ``policy_kwargs``, which win key by key, go through
     ``rlaux.networks.sb3_policy_kwargs``.
     """
@@ -233,7 +221,7 @@ def algorithm_kwargs(hyperparams: Mapping[str, Any], policy_kwargs: Mapping[str,
     for key in _SCHEDULES:
         value = kwargs.get(key)
         if isinstance(value, str) and value.startswith("lin_"):
-            kwargs[key] = linear_schedule(float(value[4:]))
+            kwargs[key] = LinearSchedule(float(value[4:]), 0.0, 1.0)  # from the value down to 0
     merged = {**(policy_kwargs or {}), **kwargs.pop("policy_kwargs", {})}
     if merged:
         kwargs["policy_kwargs"] = sb3_policy_kwargs(merged)
@@ -379,7 +367,6 @@ __all__ = [
     "algorithm_kwargs",
     "check_flags",
     "check_hyperparams",
-    "linear_schedule",
     "load_run",
     "resolve",
     "run_dir_for",
