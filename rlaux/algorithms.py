@@ -152,8 +152,14 @@ class AuxAlgorithmMixin:
                                                 max_skipped, minibatch=lambda: current_minibatch(self.rollout_buffer))
         self.update_guard = self.aux_objective
 
-    def _make_replay(self) -> None:
-        """A replay sized for the current env, made at the start of ``learn``."""
+    @property
+    def needs_replay(self) -> bool:
+        """Whether a task samples the auxiliary replay (minibatch-only tasks such as drac do not)."""
+        return self.aux_objective is not None and any(t.replay_request() for t in self.aux_tasks)
+
+    def ensure_replay(self) -> None:
+        """Make the replay, sized for the current env, unless one of that size exists (at the start of
+        ``learn``, and when a checkpoint is loaded)."""
         env = self.env
         stack = frame_stack_of(env) if is_image_space(self.observation_space) else 1
         for task in self.aux_tasks:
@@ -177,8 +183,8 @@ class AuxAlgorithmMixin:
     def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
         # Only tasks that sample the replay need it fed: minibatch-only tasks (drac, deep
         # supervision) leave the per-step path untouched.
-        if self.aux_objective is not None and any(t.replay_request() for t in self.aux_tasks):
-            self._make_replay()
+        if self.needs_replay:
+            self.ensure_replay()
             if callback is None:
                 callbacks = []
             elif isinstance(callback, list):

@@ -89,6 +89,10 @@ class ReplayBatch:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def forget(self) -> None:
+        """Drop the memoised values (they are stale once the weights they came from change)."""
+        self._cache = None
+
 
 class AuxReplayBuffer:
     """Ring buffer of the last ``capacity`` steps of each of ``n_envs`` envs.

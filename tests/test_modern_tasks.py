@@ -169,7 +169,7 @@ def test_task_loss_decreases_on_fixed_batch(trained_model, name):
         for i in range(40):
             th.manual_seed(i)  # augmentations and DrAC's actions vary; the data does not
             if hasattr(batch, "_cache"):
-                batch._cache = None
+                batch.forget()
             loss, metrics = task.loss(policy, head, batch)
             optimizer.zero_grad()
             loss.backward()

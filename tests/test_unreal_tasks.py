@@ -252,7 +252,7 @@ def test_task_loss_decreases_on_fixed_batch(filled_minatar_model, name):
     losses = []
     try:
         for _ in range(50):
-            batch._cache = None  # features change with the weights
+            batch.forget()  # features change with the weights
             loss, metrics = task.loss(policy, head, batch)
             optimizer.zero_grad()
             loss.backward()

@@ -261,8 +261,8 @@ def load_checkpoint(
               f" resuming with freshly reset envs, seed {seed}", file=sys.stderr)
         env.seed(seed)
         model._last_obs = None  # learn() resets the env
-    if model.aux_objective is not None:
-        model._make_replay()
+    if model.needs_replay:
+        model.ensure_replay()
         replay_file = path / "replay.npz"
         if state.get("replay_saved") and replay_file.is_file():
             try:

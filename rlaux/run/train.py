@@ -130,7 +130,7 @@ def _learn(run: ResolvedRun, model: AuxPPO | AuxA2C, env: VecEnv, steps: int, re
         with StopOnSignal(model) as stopper:
             model.learn(steps, callback=callbacks, progress_bar=config.progress_bar,
                         reset_num_timesteps=reset_num_timesteps)
-            if stopper.signal is not None and model.num_timesteps < model._total_timesteps:
+            if stopper.signal is not None and model.num_timesteps < run.timesteps:
                 path = saver.save("signal")
                 print(f"stopped by {signal_name(stopper.signal)} at step {model.num_timesteps}: checkpoint "
                       f"{path}; resume with: {how}", file=sys.stderr, flush=True)
