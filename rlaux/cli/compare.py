@@ -20,6 +20,7 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
+from rlaux.algorithms import ALGORITHMS
 from rlaux.cli.common import OneLineErrorParser, split_extra
 from rlaux.cli.train import config_from_args, train_parser
 from rlaux.compare import stats
@@ -45,7 +46,7 @@ def compare_parser() -> argparse.ArgumentParser:
                      "(e.g. none,reward_pred,unreal,reward_pred+pixel_control); default none")
     src.add_argument("--seeds", default="3", help="number of seeds N (seeds 0..N-1) or a comma list (0,1,2); default 3")
     src.add_argument("-n", "--timesteps", type=int, default=None, help="env steps per run (a suite sets its own)")
-    src.add_argument("--algo", choices=["ppo", "a2c"], default=None, help="algorithm of every run")
+    src.add_argument("--algo", choices=list(ALGORITHMS), default=None, help="algorithm of every run")
     src.add_argument("--agent", default=None, help="agent preset of every run")
     src.add_argument("--eval-episodes", type=int, default=None, help="suite only: episodes of the final evaluation")
     src.add_argument("--from", dest="from_dirs", nargs="+", default=None, metavar="DIR",

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from rlaux.cli.common import OneLineErrorParser
+from rlaux.envs import VEC_ENV_CHOICES
 from rlaux.evaluate import MODEL_CHOICES, evaluate_run
 
 
@@ -31,7 +32,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs (env i: seed + i); default 0")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--n-envs", type=int, default=1, help="parallel evaluation envs (default 1)")
-    p.add_argument("--vec-env", default="auto", choices=["auto", "dummy", "subproc", "envpool"],
+    p.add_argument("--vec-env", default="auto", choices=VEC_ENV_CHOICES,
                    help="how to vectorise the evaluation envs (default auto)")
     p.add_argument("--video", nargs="?", const="", default=None, metavar="PATH",
                    help="also record one episode to an MP4 (default <run>/videos/<model>.mp4); needs moviepy")

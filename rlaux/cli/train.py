@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from rlaux.algorithms import ALGORITHMS
 from rlaux.cli.common import OneLineErrorParser, key_values
 from rlaux.run import RunConfig, resume, train
 from rlaux.tasks import available as available_tasks
@@ -19,7 +20,7 @@ def train_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="train_agent.py", description="Train an SB3 PPO/A2C agent with auxiliary tasks.")
     p.add_argument("--env", default="Atari", help="env preset (Atari, MinAtar, MiniWorld, ...) or a Gymnasium id; default Atari")
     p.add_argument("--game", default=None, help="game of the preset (Atari: Breakout, Pong, ...; MinAtar: Breakout, Asterix, ...)")
-    p.add_argument("--algo", choices=["ppo", "a2c"], default=None, help="algorithm (default: the agent preset's, else ppo)")
+    p.add_argument("--algo", choices=list(ALGORITHMS), default=None, help="algorithm (default: the agent preset's, else ppo)")
     p.add_argument("--agent", default=None, help="agent preset in agents/ (algorithm + hyperparameters + aux tasks)")
     p.add_argument("--aux", default=None,
                    help=f"comma list of aux tasks or 'none' (default: the agent preset's); one of {', '.join(available_tasks())}")
