@@ -8,6 +8,7 @@ once, in one one-line ConfigError. Task and space checks are the algorithm's own
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
 
 from rlaux.algorithms import ALGORITHMS, check_tasks
@@ -289,7 +291,16 @@ def resolve(config: RunConfig) -> ResolvedRun:
 
 
 def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec) -> None:
-    """The algorithm's task checks, on the spaces of one env built from ``spec``."""
+    """The algorithm's task checks, on the spaces of the env ``spec`` builds."""
+    observation_space, action_space = _env_spaces(json.dumps(spec.to_dict(), sort_keys=True, default=str))
+    check_tasks(tasks, observation_space, action_space)
+
+
+@functools.lru_cache(maxsize=256)
+def _env_spaces(spec_json: str) -> tuple[spaces.Space, spaces.Space]:
+    """(observation space, action space) of one env built from an ``EnvSpec`` (as JSON, the cache key:
+    a sweep resolves each env once for all its variants and seeds)."""
+    spec = EnvSpec(**json.loads(spec_json))
     try:
         venv = make_vec_env(spec, n_envs=1, seed=0, vec_env="dummy")
     except ConfigError:
@@ -298,7 +309,7 @@ def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec) -> None:
         first = str(err).splitlines()[0] if str(err) else ""
         raise ConfigError(f"cannot make env {spec.env_id!r}: {type(err).__name__}: {first}") from None
     try:
-        check_tasks(tasks, venv.observation_space, venv.action_space)
+        return venv.observation_space, venv.action_space
     finally:
         venv.close()
 
