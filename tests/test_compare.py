@@ -434,3 +434,14 @@ def test_sweep_ray_backend_without_ray(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError, match=r"pip install 'rlaux\[ray\]'"):
         run_sweep(SweepGrid(["MinAtar"], ["none"], 1, 10), tmp_path, backend="ray")
+
+
+def test_report_names_the_folders_it_read_without_machine_paths(sweep_dir: Path, tmp_path: Path) -> None:
+    from rlaux.compare.report import build_report
+
+    inside = build_report([str(sweep_dir)], str(sweep_dir.parent), baseline="none", reps=REPS).read_text()
+    assert f"from {sweep_dir.name}\n" in inside  # under the report's folder: relative to it
+    outside = build_report([str(sweep_dir)], str(tmp_path / "elsewhere" / "report"), baseline="none", reps=REPS)
+    runs_line = next(line for line in outside.read_text().splitlines() if line.startswith("- Runs read:"))
+    assert runs_line.endswith(f"from .../{sweep_dir.parent.name}/{sweep_dir.name}")
+    assert str(tmp_path) not in runs_line

@@ -56,6 +56,15 @@ def _image(path: Path, out_dir: Path, alt: str) -> str:
     return f"![{alt}]({path.relative_to(out_dir).as_posix()})"
 
 
+def _portable(run_dir: str | Path, out_dir: Path) -> str:
+    """How the report names a folder it read: relative to the report where it lies inside it, else by
+    its own last two path parts, so that no machine's absolute path lands in a committed report."""
+    path, out = Path(run_dir).resolve(), out_dir.resolve()
+    if path.is_relative_to(out):
+        return path.relative_to(out).as_posix() or "."
+    return ".../" + Path(*path.parts[-2:]).as_posix()
+
+
 def build_report(
     run_dirs: list[str],
     out_dir: str,
@@ -119,7 +128,7 @@ def build_report(
     budgets = ", ".join(f"{env}: {b:,}" for env, b in sorted({(r.env, r.budget) for r in runs}))
     seeds_per = ", ".join(f"{v}: {len({(r.env, r.seed) for r in runs if r.variant == v})} runs" for v in variants)
     lines += [
-        f"- Runs read: {len(runs)} ({seeds_per}) from {', '.join(map(str, run_dirs))}",
+        f"- Runs read: {len(runs)} ({seeds_per}) from {', '.join(_portable(d, out) for d in run_dirs)}",
         f"- Envs: {len(set(scores['env']))}; variants: {', '.join(variants)} (baseline: `{baseline}`)",
         f"- Budget (env steps per run): {budgets}",
         f"- Bootstrap: {reps} stratified resamples, 95% CIs, seed {seed}",
