@@ -150,7 +150,7 @@ class AuxAlgorithmMixin:
             task.configure(gamma=self.gamma)
         self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm,
                                                 max_skipped, minibatch=lambda: current_minibatch(self.rollout_buffer))
-        self.update_guard = self.aux_objective
+        self.update_guard = self.aux_objective.guard
 
     @property
     def needs_replay(self) -> bool:
@@ -225,8 +225,9 @@ class AuxAlgorithmMixin:
         try:
             super().train()
         finally:
-            if self.update_guard is not None:  # the AuxiliaryObjective when there are tasks
-                self.update_guard.record(self.logger)
+            metrics = self.aux_objective or self.update_guard  # the objective also records its guard
+            if metrics is not None:
+                metrics.record(self.logger)
         self.iterations += 1
 
     def _excluded_save_params(self) -> list[str]:

@@ -224,20 +224,10 @@ class AuxiliaryObjective:
         self.metrics = RunningMeans(policy.device)
         self.guard = UpdateGuard(policy.optimizer, max_consecutive, contribute=self.add_auxiliary_gradient)
 
-    # The guard's interface, which the algorithm and checkpoints use.
-
     @property
     def skipped_updates(self) -> int:
+        """Optimizer steps the guard skipped (a loss or gradient not finite)."""
         return self.guard.skipped_updates
-
-    def detach(self) -> None:
-        self.guard.detach()
-
-    def state(self) -> dict[str, int]:
-        return self.guard.state()
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.guard.load_state(state)
 
     def record(self, logger: Logger) -> None:
         """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""

@@ -41,10 +41,6 @@ class CURLHead(nn.Module):
         """z_q W z_k^T: queries [B, F], keys [B, F] -> [B, B]."""
         return queries @ self.W @ keys.T
 
-    def update_target(self, encoder: nn.Module, tau: float) -> None:
-        """Move the momentum encoder toward the online ``encoder`` by ``tau``."""
-        update_target(self.key_encoder, encoder, tau)
-
 
 class CURL(AuxTask):
     """``curl``: InfoNCE between two random shifts of each replayed observation.
@@ -77,7 +73,7 @@ class CURL(AuxTask):
         return CURLHead(policy.features_dim, copy.deepcopy(policy.encoder))
 
     def loss(self, policy: AuxActorCriticPolicy, head: CURLHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
-        head.update_target(policy.encoder, self.tau)
+        update_target(head.key_encoder, policy.encoder, self.tau)  # the momentum encoder
         obs = batch.obs[:, 0]  # [B, C, H, W]
         pad = self.pad if self.pad is not None else auto_pad(*obs.shape[-2:])
         queries = policy.encode(random_shift(obs, pad))

@@ -64,10 +64,6 @@ class FeatureControlHead(nn.Module):
         advantage = self.advantage(h).view(-1, self.n_maps, self.n_actions)
         return dueling(value, advantage, dim=-1)
 
-    def update_target(self, online: nn.Module, tau: float) -> None:
-        """target <- (1 - tau) target + tau ``online`` (the encoder's conv trunk)."""
-        update_target(self.target, online, tau)
-
 
 class FeatureControl(AuxTask):
     """``feature_control``: n-step Q-learning of one control policy per conv feature map.
@@ -149,7 +145,7 @@ class FeatureControl(AuxTask):
         loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
         head.calls += 1
         if int(head.calls) % self.target_update_interval == 0:
-            head.update_target(task_conv_trunk(self.name, policy.encoder), self.tau)
+            update_target(head.target, task_conv_trunk(self.name, policy.encoder), self.tau)
         metrics = {
             "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
             "mean_pseudo_reward": masked_mean(rewards, batch.mask * (1 - batch.dones)),
