@@ -53,13 +53,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from rlaux.algorithms import ALGORITHMS
 from rlaux.envs import EnvSpec, make_vec_env, resolve_env
-from rlaux.errors import ConfigError
+from rlaux.errors import ConfigError, import_optional
 from rlaux.run import DEVICES
 from rlaux.run.checkpoint import checkpoint_dirs
 from rlaux.run.files import atomic_write_bytes
 
 MODEL_CHOICES = ("best", "final", "latest")
-VIDEO_HINT = "--video needs moviepy: pip install 'rlaux[video]'"
 
 
 # ------------------------------------------------------------------ what to load
@@ -224,10 +223,7 @@ def _check_spaces(model: Any, env: Any, model_path: Path, spec: EnvSpec) -> None
 
 
 def _require_moviepy() -> None:
-    try:
-        import moviepy  # noqa: F401
-    except Exception:  # noqa: BLE001 - ImportError, or a broken install
-        raise ConfigError(VIDEO_HINT) from None
+    import_optional("moviepy", "--video")
 
 
 # ------------------------------------------------------------------ evaluation

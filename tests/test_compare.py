@@ -432,7 +432,7 @@ def test_sweep_ray_backend_without_ray(tmp_path: Path, monkeypatch: pytest.Monke
     from rlaux.compare.sweep import SweepGrid, run_sweep
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ConfigError, match=r"pip install 'rlaux\[ray\]'"):
+    with pytest.raises(ConfigError, match=r'backend \'ray\' needs the optional package ray: pip install "rlaux\[ray\]"'):
         run_sweep(SweepGrid(["MinAtar"], ["none"], 1, 10), tmp_path, backend="ray")
 
 

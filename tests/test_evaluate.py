@@ -68,7 +68,7 @@ def test_video_without_moviepy(run_dir, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "moviepy", None)  # import moviepy -> ImportError
     code, _, err = _evaluate(capsys, "--load", str(run_dir), "--video")
     assert code == 2
-    assert err.strip() == "error: --video needs moviepy: pip install 'rlaux[video]'"
+    assert err.strip() == 'error: --video needs the optional package moviepy: pip install "rlaux[video]"'
 
 
 def test_model_file(run_dir, tmp_path, capsys):

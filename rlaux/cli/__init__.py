@@ -1,7 +1,7 @@
-"""The command line: ``python train_agent.py [train|evaluate|compare] ...`` (also ``python -m rlaux.cli``).
+"""The command line: ``python train_agent.py [train|evaluate|compare|push] ...`` (also ``python -m rlaux.cli``).
 
 Every argparse parser of rlaux lives in this package, one module per subcommand
-(:mod:`~rlaux.cli.train`, :mod:`~rlaux.cli.evaluate`, :mod:`~rlaux.cli.compare`); each parses
+(:mod:`~rlaux.cli.train`, :mod:`~rlaux.cli.evaluate`, :mod:`~rlaux.cli.compare`, :mod:`~rlaux.cli.push`); each parses
 its flags and calls the library. Without a subcommand, ``train`` is meant. Bad input exits
 with code 2 and one line on stderr: argparse's own errors, and every
 :class:`~rlaux.errors.ConfigError` the library raises.
@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "rlaux.cli.train",
     "evaluate": "rlaux.cli.evaluate",
     "compare": "rlaux.cli.compare",
+    "push": "rlaux.cli.push",
 }
 
 

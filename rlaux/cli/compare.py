@@ -3,7 +3,7 @@
 Synopsis::
 
     compare --env ENV [--games G1,G2] --aux none,reward_pred,unreal --seeds 5 --timesteps N
-            [--workers 2] [--out DIR] [--algo ppo|a2c] [--agent PRESET] [--baseline VARIANT]
+            [--workers 2] [--out|-f|--log-dir DIR] [--algo ppo|a2c] [--agent PRESET] [--baseline VARIANT]
             [--backend local|ray] [--address ADDR] [--reps 2000] [--dry-run] [-- extra train flags...]
     compare --suite atari100k|atari5 --aux none,unreal --seeds 5 [...]   (protocol from rlaux.compare.suites)
     compare --from DIR [DIR ...] [--out OUT] [--baseline none] [--reference atari100k] [--final-from-eval]
@@ -55,7 +55,8 @@ def compare_parser() -> argparse.ArgumentParser:
     how.add_argument("--workers", type=int, default=1, help="runs at a time (threads split between them); default 1")
     how.add_argument("--backend", choices=["local", "ray"], default="local", help="local subprocesses or a Ray cluster")
     how.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    how.add_argument("--out", default=None, help="output folder (default runs/compare-<env or suite>-<timestamp>)")
+    how.add_argument("--out", "-f", "--log-dir", "--log-folder", dest="out", default=None,
+                     help="output folder (default runs/compare-<env or suite>-<timestamp>)")
     how.add_argument("--dry-run", action="store_true", help="print the runs that would be launched, launch nothing")
     rep = p.add_argument_group("report")
     rep.add_argument("--baseline", default=None, help="baseline variant (default: none if run, else the first variant)")

@@ -1,7 +1,8 @@
 """``python train_agent.py [train] ...``: flags -> :class:`rlaux.run.RunConfig` -> :func:`rlaux.run.train`.
 
 Flag names follow rl-zoo3 where it has one (``-n/--n-timesteps``, ``-f/--log-folder``,
-``--tensorboard-log``, ``--eval-freq``, ``--save-freq``, ``--vec-env``, ``-params/--hyperparams``).
+``--tensorboard-log``, ``--eval-freq``, ``--save-freq``, ``--vec-env``, ``-params/--hyperparams``
+(``name=value`` or rl-zoo3's ``name:value``), ``-i/--trained-agent``, ``--env-kwargs``, ``--gym-packages``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from rlaux.algorithms import ALGORITHMS
 from rlaux.cli.common import OneLineErrorParser, key_values
 from rlaux.run import RunConfig, resume, train
+from rlaux.run.tracking import Tracking
 from rlaux.tasks import available as available_tasks
 
 
@@ -50,8 +52,22 @@ def train_parser() -> argparse.ArgumentParser:
                    help="continue the run in RUN_DIR from its newest checkpoint, with the settings of its config.json "
                         "(only --device, --no-progress, --verbose may be given too)")
     p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override algorithm hyperparameters, e.g. n_steps=64 learning_rate=1e-4")
+                   help="override algorithm hyperparameters, e.g. n_steps=64 learning_rate:1e-4 (= or :)")
+    p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keyword arguments of the env (gymnasium.make), over the preset's, e.g. max_episode_steps:200")
+    p.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE",
+                   help="import these modules first: packages that register their envs on import "
+                        "(or give --env MODULE:EnvId)")
+    p.add_argument("-i", "--trained-agent", default=None, metavar="MODEL.zip",
+                   help="go on training this saved model (its algorithm, aux tasks and weights) for -n more "
+                        "steps, in a new run folder")
     p.add_argument("--no-progress", dest="progress_bar", action="store_false", help="hide the progress bar")
+    p.add_argument("--track", action="store_true",
+                   help="track the run with Weights & Biases (TensorBoard scalars synced; pip install 'rlaux[wandb]')")
+    p.add_argument("--wandb-project-name", default="sb3", help="W&B project (default sb3, as rl-zoo3)")
+    p.add_argument("--wandb-entity", default=None, help="W&B entity (team or user; default: yours)")
+    p.add_argument("--wandb-group", default=None, help="W&B group of the run")
+    p.add_argument("-tags", "--wandb-tags", nargs="+", default=[], help="W&B tags of the run")
     p.add_argument("-v", "--verbose", type=int, default=1)
     return p
 
@@ -76,9 +92,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,
         keep_checkpoints=args.keep_checkpoints, save_replay=args.save_replay,
         max_skipped_updates=args.max_skipped_updates,
-        hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True),
+        hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True, colon=True),
         progress_bar=args.progress_bar, verbose=args.verbose,
+        env_kwargs=key_values(args.env_kwargs, "--env-kwargs", literal=True, colon=True),
+        gym_packages=list(args.gym_packages), trained_agent=args.trained_agent,
     )
+
+
+#: The flags of W&B tracking (rl-zoo3's); they may go with --resume.
+TRACKING_FLAGS = ("track", "wandb_project_name", "wandb_entity", "wandb_group", "wandb_tags")
+
+
+def tracking_from_args(args: argparse.Namespace) -> Tracking | None:
+    """The W&B tracking parsed train flags ask for (None without ``--track``; the other flags alone do nothing,
+    as in rl-zoo3)."""
+    if not args.track:
+        return None
+    return Tracking(project=args.wandb_project_name, entity=args.wandb_entity, group=args.wandb_group,
+                    tags=tuple(args.wandb_tags))
 
 
 def run_train(argv: Sequence[str]) -> int:
@@ -87,12 +118,13 @@ def run_train(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.resume is not None:
         defaults = vars(parser.parse_args([]))
-        overrides = {k: v for k, v in vars(args).items() if k != "resume" and v != defaults[k]}
-        run_dir = resume(args.resume, **overrides)
+        overrides = {k: v for k, v in vars(args).items()
+                     if k != "resume" and k not in TRACKING_FLAGS and v != defaults[k]}
+        run_dir = resume(args.resume, tracking=tracking_from_args(args), **overrides)
     else:
-        run_dir = train(config_from_args(args))
+        run_dir = train(config_from_args(args), tracking=tracking_from_args(args))
     print(f"run saved in {run_dir} (model: {run_dir / 'final_model.zip'}); watch it with: tensorboard --logdir {run_dir.parent}")
     return 0
 
 
-__all__ = ["config_from_args", "run_train", "train_parser"]
+__all__ = ["TRACKING_FLAGS", "config_from_args", "run_train", "tracking_from_args", "train_parser"]

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlaux.errors import ConfigError
+from rlaux.errors import ConfigError, import_optional
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 FINISHED_MARKER = "final_model.zip"
@@ -224,11 +224,7 @@ def run_sweep(
 
 
 def _import_ray():
-    try:
-        import ray
-    except ImportError as error:
-        raise ConfigError("backend 'ray' needs Ray: pip install 'rlaux[ray]'") from error
-    return ray
+    return import_optional("ray", "backend 'ray'")
 
 
 def _ray_task(job: SweepJob, threads: int) -> tuple[int, bytes, str]:

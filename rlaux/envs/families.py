@@ -16,12 +16,13 @@ os.environ.setdefault("PYGLET_HEADLESS", "1")  # before anything imports pyglet 
 
 import importlib.util  # noqa: E402
 import re  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import ale_py  # noqa: E402  registers the ALE ids; must stay at module top level (forkserver workers)
 import gymnasium as gym  # noqa: E402
 
-from rlaux.errors import ConfigError  # noqa: E402
+from rlaux.errors import OPTIONAL_PACKAGES, ConfigError, import_optional, missing_extra  # noqa: E402
 
 gym.register_envs(ale_py)
 
@@ -53,20 +54,22 @@ def _first_line(exc: Exception) -> str:
 
 
 def import_miniworld() -> None:
-    """Import miniworld (registers MiniWorld-* ids); ConfigError naming the GL packages if it fails."""
+    """Import miniworld (registers MiniWorld-* ids); a ConfigError naming the extra if it is not
+    installed, or the GL packages if it cannot start."""
     if _MINIWORLD_STATE["imported"]:
         return
     if _MINIWORLD_STATE["error"] is not None:
         raise ConfigError(_MINIWORLD_STATE["error"])
     try:
         import miniworld  # noqa: F401
+    except ModuleNotFoundError:  # miniworld, or a package it needs (pyglet ...): not a GL problem
+        raise missing_extra("MiniWorld", "miniworld") from None
     except Exception as exc:  # pyglet raises various errors when GL/EGL is missing
-        msg = (
+        _MINIWORLD_STATE["error"] = (
             f"MiniWorld cannot start OpenGL headless ({_first_line(exc)}); "
             f"install the Debian packages {MINIWORLD_GL_PACKAGES} (apt-get install -y {MINIWORLD_GL_PACKAGES})"
         )
-        _MINIWORLD_STATE["error"] = msg
-        raise ConfigError(msg) from None
+        raise ConfigError(_MINIWORLD_STATE["error"]) from None
     _MINIWORLD_STATE["imported"] = True
 
 
@@ -107,9 +110,28 @@ def miniworld_ids() -> list[str]:
     return [k for k in gym.registry if k.startswith("MiniWorld-")]
 
 
-def make_base_env(env_id: str, kind: str, **env_kwargs: Any) -> gym.Env:
+def import_gym_packages(packages: Sequence[str], what: str = "--gym-packages") -> None:
+    """Import each module of ``packages``: packages that register their envs with gymnasium when
+    imported (rl-zoo3's ``--gym-packages``). One that cannot be imported is a ConfigError naming it."""
+    for name in packages:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+            raise ConfigError(f"{what}: {name!r} is not a module name (e.g. my_envs or my_pkg.envs)")
+        try:
+            if name.partition(".")[0] in OPTIONAL_PACKAGES:
+                import_optional(name, f"{what} {name}")
+            else:
+                importlib.import_module(name)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the package's own import code
+            raise ConfigError(f"{what}: cannot import {name!r} ({_first_line(exc)})") from None
+
+
+def make_base_env(env_id: str, kind: str, gym_packages: Sequence[str] = (), **env_kwargs: Any) -> gym.Env:
     """The raw env of ``env_id`` (``render_mode="rgb_array"`` where it takes one), after the
-    registration its family needs; module level, so picklable by reference."""
+    registration its family needs and the import of ``gym_packages`` (which register it, in a
+    SubprocVecEnv worker too); module level, so picklable by reference."""
+    import_gym_packages(gym_packages)
     if kind == "miniworld" or env_id.startswith("MiniWorld"):
         import_miniworld()
     if kind == "minatar":
@@ -127,6 +149,7 @@ __all__ = [
     "MINATAR_GAMES",
     "MINIWORLD_GL_PACKAGES",
     "check_miniworld_gl",
+    "import_gym_packages",
     "import_miniworld",
     "make_base_env",
     "miniworld_available",

@@ -4,8 +4,11 @@
 case-insensitive), a path to a preset .toml file, or any gymnasium id
 (``ALE/Pong-v5``, ``BreakoutNoFrameskip-v4``, ``MinAtar/Asterix-v1``,
 ``CartPole-v1``, ``MiniWorld-MazeS3-v0`` ...) into an :class:`EnvSpec`, plain data
-from which :func:`rlaux.envs.vec.make_vec_env` builds the vectorised env. Unknown
-names, games and preset keys are one-line ConfigErrors with close matches.
+from which :func:`rlaux.envs.vec.make_vec_env` builds the vectorised env. Ids of other
+packages resolve once the package is imported: ``gym_packages`` (rl-zoo3's ``--gym-packages``)
+or gymnasium's own ``module:EnvId`` form; the spec keeps the modules, and every process
+that makes the env imports them first. Unknown names, games and preset keys are one-line
+ConfigErrors with close matches.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import copy
 import difflib
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +25,14 @@ import gymnasium as gym
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
-from rlaux.envs.families import KINDS, MINATAR_GAMES, import_miniworld, make_base_env, miniworld_ids
+from rlaux.envs.families import (
+    KINDS,
+    MINATAR_GAMES,
+    import_gym_packages,
+    import_miniworld,
+    make_base_env,
+    miniworld_ids,
+)
 from rlaux.errors import ConfigError
 from rlaux.presets import is_preset, list_presets, load_preset
 
@@ -64,6 +75,7 @@ class EnvSpec:
     wrapper_kwargs: dict = field(default_factory=dict)  # e.g. AtariWrapper kwargs
     policy: str = "MlpPolicy"  # "CnnPolicy" for images
     policy_kwargs: dict = field(default_factory=dict)  # e.g. {"features_extractor": "minatar_cnn"}
+    gym_packages: list = field(default_factory=list)  # modules imported before the env is made (they register it)
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))
@@ -159,7 +171,7 @@ def _check_env_id(env_id: str) -> str:
     if env_id.lower() in by_lower:
         return by_lower[env_id.lower()]
     if env_id.startswith("MiniWorld"):
-        miniworld_ids()
+        import_miniworld()  # a missing or broken miniworld says so, rather than "unknown env"
         if env_id in gym.registry:
             return env_id
     raise _unknown_env(env_id)
@@ -174,7 +186,8 @@ def _unknown_env(name: str) -> ConfigError:
     if game is not None:
         hint += f"; for the Atari game use the Atari preset with game {game!r}"
     return ConfigError(
-        f"unknown env {name!r} ({hint}); give a preset ({', '.join(env_presets)}) or a registered gymnasium id"
+        f"unknown env {name!r} ({hint}); give a preset ({', '.join(env_presets)}) or a registered gymnasium id "
+        "(an env of another package: --gym-packages PACKAGE, or --env PACKAGE:EnvId)"
     )
 
 
@@ -198,7 +211,7 @@ def _kind_of_id(env_id: str) -> str:
 def _guess_policy(env_id: str, env_kwargs: dict) -> tuple[str, dict]:
     """Make the env once to read its observation space: images -> CnnPolicy, else MlpPolicy."""
     try:
-        env = make_base_env(env_id, "gym", **env_kwargs)
+        env = make_base_env(env_id, "gym", (), **env_kwargs)
     except ConfigError:
         raise
     except Exception as exc:
@@ -315,22 +328,39 @@ def _default_preset_for(kind: str) -> dict:
     return load_preset("envs", name)
 
 
-def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None = None) -> EnvSpec:
-    """Turn a preset name (or path to a preset .toml) or a gymnasium id into an EnvSpec.
+def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None = None,
+                env_kwargs: dict[str, Any] | None = None, gym_packages: Sequence[str] = ()) -> EnvSpec:
+    """Turn a preset name (or path to a preset .toml) or a gymnasium id (also ``module:EnvId``) into an EnvSpec.
 
     ``game`` picks the game of a preset that has one (Atari: any ALE game, e.g.
     "Pong" or "space_invaders"; MinAtar: one of the five; MiniWorld: e.g. "FourRooms").
     ``sticky_actions`` (Atari presets only) overrides the preset: True makes
     ``ALE/<Game>-v5`` (repeat_action_probability 0.25, frameskip=1 so the wrapper
-    skips), False ``<Game>NoFrameskip-v4``. Errors are ConfigError, one line.
+    skips), False ``<Game>NoFrameskip-v4``. ``env_kwargs`` go to ``gymnasium.make``, over the
+    preset's. ``gym_packages`` are imported first (packages that register envs on import); a
+    ``module:EnvId`` name imports ``module``, as ``gymnasium.make`` does. Errors are ConfigError, one line.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"env name must be a non-empty string, got {name!r}")
     name = name.strip()
+    user_kwargs = dict(env_kwargs or {})
+    packages = list(dict.fromkeys(gym_packages))
+    import_gym_packages(packages)
     if is_preset("envs", name):
-        return _spec_from_preset(name, load_preset("envs", name), game, sticky_actions, where=name)
+        preset = load_preset("envs", name)
+        if user_kwargs:
+            preset = {**preset, "env_kwargs": {**(preset.get("env_kwargs") or {}), **user_kwargs}}
+        spec = _spec_from_preset(name, preset, game, sticky_actions, where=name)
+        spec.gym_packages = packages
+        return spec
     if name.lower().endswith(".toml"):
         load_preset("envs", name)  # raises the one-line "does not exist" error
+    if ":" in name:  # gymnasium's "module:EnvId": import module, then make EnvId
+        module, _, name = name.partition(":")
+        import_gym_packages([module], what=f"--env {module}:{name}")
+        if not name:
+            raise ConfigError(f"--env {module}: names no env after the ':' (the form is module:EnvId)")
+        packages = list(dict.fromkeys([*packages, module]))
 
     if name not in gym.registry and name.startswith("MiniWorld"):
         miniworld_ids()
@@ -342,19 +372,22 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
         raise ConfigError(f"sticky_actions applies to Atari envs only, not to {env_id!r}")
 
     base = _default_preset_for(kind)
-    env_kwargs: dict[str, Any] = dict(base.get("env_kwargs", {})) if kind != "gym" else {}
+    kwargs: dict[str, Any] = dict(base.get("env_kwargs", {})) if kind != "gym" else {}
     if kind == "atari":
         reg = gym.registry[env_id].kwargs
         if reg.get("frameskip", 1) != 1:
-            env_kwargs["frameskip"] = 1  # AtariWrapper does the (max-pooled) skipping
+            kwargs["frameskip"] = 1  # AtariWrapper does the (max-pooled) skipping
         if sticky_actions is not None:
-            env_kwargs["repeat_action_probability"] = 0.25 if sticky_actions else 0.0
+            kwargs["repeat_action_probability"] = 0.25 if sticky_actions else 0.0
+    kwargs.update(user_kwargs)
     preset = {k: v for k, v in base.items() if k not in ("env_id", "game", "sticky_actions", "env_kwargs")}
     preset["kind"] = kind
     preset["env_id"] = env_id
-    preset["env_kwargs"] = env_kwargs
+    preset["env_kwargs"] = kwargs
     if kind == "gym":
-        return _spec_from_preset(env_id, preset, None, None, where=env_id)
+        spec = _spec_from_preset(env_id, preset, None, None, where=env_id)
+        spec.gym_packages = packages
+        return spec
     preset.setdefault("policy", "CnnPolicy")
     _validate_preset(preset, env_id)
     return EnvSpec(
@@ -363,10 +396,11 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
         kind=kind,
         n_envs=int(preset.get("n_envs", 8)),
         frame_stack=int(preset.get("frame_stack", 4 if kind == "atari" else 1)),
-        env_kwargs=env_kwargs,
+        env_kwargs=kwargs,
         wrapper_kwargs=dict(preset.get("wrapper_kwargs", {})),
         policy=preset["policy"],
         policy_kwargs=dict(preset.get("policy_kwargs", {})),
+        gym_packages=packages,
     )
 
 

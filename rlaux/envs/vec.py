@@ -121,7 +121,7 @@ def make_vec_env(
     wrapper_kwargs = atari_wrapper_kwargs(spec, training) if spec.kind == "atari" else {}
     venv = cls([
         functools.partial(make_env, spec.env_id, spec.kind, rank, seed, monitor_dir, env_kwargs, wrapper_kwargs,
-                          env_wrapper)
+                          env_wrapper, tuple(spec.gym_packages))
         for rank in range(n)
     ])
     venv.seed(seed)  # env ``rank`` is seeded ``seed + rank`` at its first reset, as SB3's make_vec_env does

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -115,12 +115,14 @@ def make_env(
     env_kwargs: dict[str, Any],
     wrapper_kwargs: dict[str, Any],
     env_wrapper: Callable[[gym.Env], gym.Env] | None,
+    gym_packages: Sequence[str] = (),
 ) -> gym.Env:
     """Env ``rank`` of a VecEnv: as SB3's make_vec_env builds it, except that the Monitor of
     Atari envs sits above the frame skipping (see ``AtariWrapper``). Module level, so
     picklable by reference: forkserver workers import this module, and with it
-    :mod:`rlaux.envs.families`, which registers the ALE and MinAtar ids."""
-    env = make_base_env(env_id, kind, **env_kwargs)
+    :mod:`rlaux.envs.families`, which registers the ALE and MinAtar ids; other ids are registered
+    by importing ``gym_packages``."""
+    env = make_base_env(env_id, kind, gym_packages, **env_kwargs)
     if env_wrapper is not None:
         env = env_wrapper(env)
     if seed is not None:

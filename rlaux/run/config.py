@@ -28,6 +28,7 @@ from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.networks import sb3_policy_kwargs
 from rlaux.presets import load_preset
+from rlaux.run.pretrained import FLAG, aux_settings, load_trained_agent
 from rlaux.tasks import BUNDLES, TASKS, AuxTask, make_tasks, parse_names, variant_label
 from rlaux.tasks.base import check_weight
 
@@ -66,6 +67,9 @@ class RunConfig:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     progress_bar: bool = True
     verbose: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # --env-kwargs: to gymnasium.make, over the preset's
+    gym_packages: list[str] = field(default_factory=list)  # --gym-packages: imported first (they register envs)
+    trained_agent: str | None = None  # -i: a saved model to go on training (rlaux.run.pretrained)
 
 
 @dataclass
@@ -151,6 +155,11 @@ def check_flags(config: RunConfig) -> list[str]:
     if config.run_name is not None:
         need(bool(config.run_name) and "/" not in config.run_name and config.run_name not in (".", ".."),
              f"--run-name must be a plain folder name, got {config.run_name!r}")
+    need(isinstance(config.env_kwargs, Mapping)
+         and all(isinstance(k, str) and k.isidentifier() for k in config.env_kwargs),
+         f"--env-kwargs must be name=value pairs with names of keyword arguments, got {config.env_kwargs!r}")
+    need(isinstance(config.gym_packages, (list, tuple)) and all(isinstance(m, str) for m in config.gym_packages),
+         f"--gym-packages must be module names, got {config.gym_packages!r}")
     return problems
 
 
@@ -249,7 +258,10 @@ def resolve(config: RunConfig) -> ResolvedRun:
             problems.append(str(err))
             return None
 
-    spec = attempt(resolve_env, config.env, game=config.game)
+    spec = attempt(resolve_env, config.env, game=config.game, env_kwargs=config.env_kwargs,
+                   gym_packages=config.gym_packages)
+    if config.trained_agent is not None:
+        return _resolve_trained_agent(config, spec, problems)
     agent = attempt(agent_preset, config.agent or (config.algo if config.algo in ALGORITHMS else None) or "ppo")
     algo = agent["algo"] if agent else (config.algo if config.algo in ALGORITHMS else "ppo")
     if agent and config.algo is not None and config.algo in ALGORITHMS and config.algo != algo:
@@ -279,20 +291,68 @@ def resolve(config: RunConfig) -> ResolvedRun:
                     aux_weighting if aux_known else {})
     if tasks and spec is not None:
         attempt(_check_tasks_on_env, tasks, spec)
+    elif config.env_kwargs and spec is not None:  # bad env kwargs fail here, before anything is written
+        attempt(_spaces_of, spec)
     hyperparams = {**(_hyperparams_for(agent, spec.kind) if agent and spec else {}), **config.hyperparams}
     problems.extend(check_hyperparams(algo, hyperparams))
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
-    timesteps = config.timesteps or int(getattr(spec, "timesteps", None) or DEFAULT_TIMESTEPS.get(spec.kind, 1_000_000))
     n_envs = config.n_envs or spec.n_envs
     run_dir = run_dir_for(config, spec, algo, aux)
-    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, timesteps, n_envs, run_dir,
-                       aux_weighting)
+    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, _timesteps(config, spec),
+                       n_envs, run_dir, aux_weighting)
+
+
+def _timesteps(config: RunConfig, spec: EnvSpec) -> int:
+    return config.timesteps or int(getattr(spec, "timesteps", None) or DEFAULT_TIMESTEPS.get(spec.kind, 1_000_000))
+
+
+def _resolve_trained_agent(config: RunConfig, spec: EnvSpec | None, problems: list[str]) -> ResolvedRun:
+    """``resolve`` for ``-i``: the saved model's algorithm, aux tasks and weights
+    (``rlaux.run.pretrained``); the flags' hyperparameters replace saved ones."""
+    where = f"{FLAG} {config.trained_agent}"
+    given = [flag for flag, value in (("--agent", config.agent), ("--aux", config.aux),
+                                      ("--aux-weight", config.aux_weights), ("--aux-weighting", config.aux_weighting))
+             if value is not None and value != {}]
+    if given:
+        problems.append(f"{where} keeps the model's own aux tasks and weights: drop {', '.join(given)}")
+    if "policy_kwargs" in config.hyperparams:
+        problems.append(f"{where} keeps the model's network: --hyperparams cannot set policy_kwargs")
+    model = None
+    try:
+        model = load_trained_agent(config.trained_agent, config.algo if config.algo in ALGORITHMS else None)
+    except ConfigError as err:
+        problems.append(str(err))
+    if model is not None:
+        problems.extend(check_hyperparams(model.algo_name, {k: v for k, v in config.hyperparams.items()
+                                                            if k != "policy_kwargs"}))
+        if spec is not None:
+            try:
+                observation_space, action_space = _spaces_of(spec)
+            except ConfigError as err:
+                problems.append(str(err))
+            else:
+                for what, saved, env_space in (("observation", model.observation_space, observation_space),
+                                               ("action", model.action_space, action_space)):
+                    if saved != env_space:
+                        problems.append(f"{where} was trained on {what} space {saved}, but env {spec.env_id} "
+                                        f"gives {env_space}")
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
+    algo = model.algo_name
+    aux, aux_weights, aux_weighting = aux_settings(model)
+    return ResolvedRun(config, spec, algo, aux, aux_weights, {}, dict(config.hyperparams), _timesteps(config, spec),
+                       config.n_envs or spec.n_envs, run_dir_for(config, spec, algo, aux), aux_weighting)
+
+
+def _spaces_of(spec: EnvSpec) -> tuple[spaces.Space, spaces.Space]:
+    """(observation space, action space) of the VecEnv ``spec`` builds (cached per spec)."""
+    return _env_spaces(json.dumps(spec.to_dict(), sort_keys=True, default=str))
 
 
 def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec) -> None:
     """The algorithm's task checks, on the spaces of the env ``spec`` builds."""
-    observation_space, action_space = _env_spaces(json.dumps(spec.to_dict(), sort_keys=True, default=str))
+    observation_space, action_space = _spaces_of(spec)
     check_tasks(tasks, observation_space, action_space)
 
 

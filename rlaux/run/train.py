@@ -7,6 +7,7 @@ A run folder holds everything about one run::
         monitor/*.csv        SB3 Monitor files: episode returns before any reward clipping
         progress.csv, events.out.tfevents.*   SB3's logger (stdout, csv, tensorboard)
         final_model.zip      written atomically when the run finishes
+        wandb_run.json       with --track: the W&B run that tracks it (see ``rlaux.run.tracking``)
         checkpoints/         with --save-freq, and on SIGINT/SIGTERM: see ``rlaux.run.checkpoint``
 
 ``python train_agent.py --resume <run_dir>`` continues a run from its newest valid
@@ -40,37 +41,45 @@ from rlaux.run.files import atomic_save, atomic_write_bytes
 from rlaux.run.logs import make_logger
 from rlaux.run.model import build_model
 from rlaux.run.signals import Abort, StopOnSignal, signal_name
+from rlaux.run.tracking import Tracking, require_wandb, tracked
 
 
-def train(config: RunConfig) -> Path:
+def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
     """Train one run as configured; returns the run folder.
 
     SIGINT/SIGTERM: the current rollout and update finish, a checkpoint is written and the
     process exits with 130/143 (``SystemExit``) after printing how to resume.
+    ``tracking``: also track the run on W&B (:mod:`rlaux.run.tracking`).
     """
     _set_threads()
+    if tracking is not None:
+        require_wandb()  # before anything is written
     run = resolve(config)
     if checkpoint_dirs(run.run_dir):
         raise ConfigError(f"run folder {run.run_dir} already holds checkpoints of a run: continue it with "
                           f"--resume {run.run_dir}, or choose another --run-name")
     run.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run.run_dir / "config.json", json.dumps(run.to_json(), indent=2, default=str).encode())
-    env = _make_env(run)
-    try:
-        model = build_model(run, env)
-    except BaseException:
-        env.close()
-        raise
-    model.set_logger(_make_logger(run, None))
-    return _learn(run, model, env, run.timesteps, reset_num_timesteps=True)
+    with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
+        env = _make_env(run)
+        try:
+            model = build_model(run, env)
+        except BaseException:
+            env.close()
+            raise
+        model.set_logger(_make_logger(run, None))
+        return _learn(run, model, env, run.timesteps, reset_num_timesteps=True)
 
 
-def resume(run_dir: str | os.PathLike, **overrides: Any) -> Path:
+def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, **overrides: Any) -> Path:
     """Continue the run in ``run_dir`` from its newest valid checkpoint (see the module docstring).
 
-    ``overrides``: only ``device``, ``progress_bar`` and ``verbose``.
+    ``overrides``: only ``device``, ``progress_bar`` and ``verbose``. ``tracking``: track it on W&B
+    (the W&B run that tracked it before, if it was in the same project).
     """
     _set_threads()
+    if tracking is not None:
+        require_wandb()
     bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if bad:
         raise ConfigError(f"--resume takes the run's settings from its config.json; only --device, --no-progress and "
@@ -86,15 +95,16 @@ def resume(run_dir: str | os.PathLike, **overrides: Any) -> Path:
     path, state = latest_checkpoint(run.run_dir)
     step = int(state["num_timesteps"])
     rewind_monitor_files(run.run_dir / "monitor", state.get("monitor_rows", {}), step)
-    env = _make_env(run)
-    try:
-        model = load_checkpoint(path, env, device=run.config.device, state=state, logger=_make_logger(run, step))
-    except BaseException:
-        env.close()
-        raise
-    model.continue_iteration_count()
-    print(f"resuming {run.run_dir} from {path.name} at step {step} of {run.timesteps}", file=sys.stderr)
-    return _learn(run, model, env, max(run.timesteps - step, 0), reset_num_timesteps=False)
+    with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
+        env = _make_env(run)
+        try:
+            model = load_checkpoint(path, env, device=run.config.device, state=state, logger=_make_logger(run, step))
+        except BaseException:
+            env.close()
+            raise
+        model.continue_iteration_count()
+        print(f"resuming {run.run_dir} from {path.name} at step {step} of {run.timesteps}", file=sys.stderr)
+        return _learn(run, model, env, max(run.timesteps - step, 0), reset_num_timesteps=False)
 
 
 def _set_threads() -> None:
