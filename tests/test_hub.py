@@ -49,6 +49,7 @@ def test_the_package_holds_model_config_results_and_card(package, run_dir):
     assert config["aux"] == ["reward_pred", "inverse_dynamics"] and config["algo"] == "ppo"
     assert config["hub"]["model_file"] == MODEL_FILE and config["hub"]["repo_id"] == REPO
     assert "Stable-Baselines3" in config["system_info"]
+    assert str(run_dir.parent) not in (package / "config.json").read_text()  # no folder of this machine is published
 
     results = json.loads((package / "results.json").read_text())
     assert results["n_eval_episodes"] == 3 and len(results["returns"]) == 3
