@@ -22,6 +22,7 @@ carries the env's state into a checkpoint's model file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -34,10 +35,10 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStac
 
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
-from rlaux.objective import AuxiliaryObjective, UpdateGuard
+from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard
 from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy, AuxMultiInputActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer
-from rlaux.tasks import AuxTask, make_tasks
+from rlaux.tasks import AuxTask, make_tasks, warn_if_encoder_is_parameter_free
 
 
 def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -67,12 +68,14 @@ class ReplayFeeder(BaseCallback):
 
 
 def frame_stack_of(env: VecEnv) -> int:
-    """Stack size of the ``VecFrameStack`` in a VecEnv's wrapper chain (1 if none)."""
+    """Frames stacked in each observation, newest last along the channel axis: the stack size of the
+    ``VecFrameStack`` in a VecEnv's wrapper chain, else the ``frame_stack`` attribute of a VecEnv that
+    stacks frames itself (EnvPool's, ``rlaux.envs.envpool``), else 1."""
     while isinstance(env, VecEnvWrapper):
         if isinstance(env, VecFrameStack):
             return env.stacked_obs.n_stack
         env = env.venv
-    return 1
+    return int(getattr(env, "frame_stack", 1))
 
 
 class AuxAlgorithmMixin:
@@ -86,6 +89,10 @@ class AuxAlgorithmMixin:
     :param aux_replay_capacity: steps kept per env in the auxiliary replay (UNREAL: 2,000).
     :param max_skipped_updates: stop (``rlaux.objective.NonFiniteUpdates``) after this many optimizer
         steps in a row with a non-finite loss or gradient, each skipped (0: never stop).
+    :param aux_clip: how the RL and auxiliary gradients are joined and clipped (``rlaux.objective``):
+        ``rl_plus_aux`` (default: SB3's clipped RL gradient plus the weighted auxiliary gradient),
+        ``sum``, ``heads_apart`` or ``each``.
+    :param aux_max_grad_norm: the safety clip of the auxiliary gradient under ``rl_plus_aux``.
     """
 
     algo_name: ClassVar[str]
@@ -106,6 +113,8 @@ class AuxAlgorithmMixin:
         aux_weighting: Mapping[str, str] | None = None,
         aux_replay_capacity: int = 2000,
         max_skipped_updates: int = 10,
+        aux_clip: str = "rl_plus_aux",
+        aux_max_grad_norm: float = 10.0,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -115,7 +124,13 @@ class AuxAlgorithmMixin:
             raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
         if max_skipped_updates < 0:
             raise ConfigError(f"max_skipped_updates must be >= 0 (0: never stop), got {max_skipped_updates}")
+        if aux_clip not in GRADIENT_RULES:
+            raise ConfigError(f"unknown aux_clip {aux_clip!r}; valid: {', '.join(GRADIENT_RULES)}")
+        if not aux_max_grad_norm > 0:
+            raise ConfigError(f"aux_max_grad_norm must be > 0, got {aux_max_grad_norm}")
         self.aux_replay_capacity = aux_replay_capacity
+        self.aux_clip = aux_clip
+        self.aux_max_grad_norm = aux_max_grad_norm
         self.max_skipped_updates = max_skipped_updates
         self.aux_replay: AuxReplayBuffer | None = None
         self.aux_objective: AuxiliaryObjective | None = None
@@ -141,6 +156,7 @@ class AuxAlgorithmMixin:
         # The spaces are checked once, before the policy builds the heads.
         check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space)
         super()._setup_model()
+        warn_if_encoder_is_parameter_free(self.aux_tasks, self.policy)
         max_skipped = getattr(self, "max_skipped_updates", 10)
         if not self.aux_tasks:
             # Only reads the gradient norm: finite updates stay exactly SB3's.
@@ -148,8 +164,11 @@ class AuxAlgorithmMixin:
             return
         for task in self.aux_tasks:
             task.configure(gamma=self.gamma)
-        self.aux_objective = AuxiliaryObjective(self.aux_tasks, self.policy, lambda: self.aux_replay, self.max_grad_norm,
-                                                max_skipped, minibatch=lambda: current_minibatch(self.rollout_buffer))
+        self.aux_objective = AuxiliaryObjective(
+            self.aux_tasks, self.policy, lambda: self.aux_replay, max_skipped,
+            minibatch=lambda: current_minibatch(self.rollout_buffer),
+            aux_clip=getattr(self, "aux_clip", "rl_plus_aux"), aux_max_grad_norm=getattr(self, "aux_max_grad_norm", 10.0),
+        )
         self.update_guard = self.aux_objective.guard
 
     @property
@@ -222,12 +241,17 @@ class AuxAlgorithmMixin:
     def train(self) -> None:
         for task in self.aux_tasks:  # share of training done, for tasks with a schedule
             task.progress = 1.0 - self._current_progress_remaining
+        # The guard clips instead of SB3 (the same rule when there is no task), so that it sees the RL
+        # gradient before any clip: SB3's clip_grad_norm_ at inf multiplies by exactly 1.
+        max_grad_norm, self.max_grad_norm = self.max_grad_norm, math.inf
+        self.update_guard.max_grad_norm = max_grad_norm
+        if self.aux_objective is not None:
+            self.aux_objective.begin_update()
         try:
             super().train()
         finally:
-            metrics = self.aux_objective or self.update_guard  # the objective also records its guard
-            if metrics is not None:
-                metrics.record(self.logger)
+            self.max_grad_norm = max_grad_norm
+            (self.aux_objective or self.update_guard).record(self.logger)  # the objective records its guard too
         self.iterations += 1
 
     def _excluded_save_params(self) -> list[str]:

@@ -5,21 +5,22 @@ Presets name an encoder with a string (TOML has no classes):
 maps those names to SB3 ``BaseFeaturesExtractor`` classes, and
 :func:`sb3_policy_kwargs` turns such TOML-friendly policy kwargs into SB3's.
 
-Every encoder here exposes its convolutional trunk so that feature control can
-read an intermediate feature map: :func:`conv_feature_maps` returns
+Every image encoder here exposes its convolutional trunk so that feature control
+can read an intermediate feature map: :func:`conv_feature_maps` returns
 ``[B, C, H, W]`` for both :class:`MinAtarCNN` (its ``conv``) and SB3's
-``NatureCNN`` (its ``cnn`` minus the final Flatten).
+``NatureCNN`` (its ``cnn`` minus the final Flatten). :class:`SharedMLP` is the
+encoder for vector observations (SB3's ``MlpPolicy`` only flattens them).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import torch
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
@@ -71,12 +72,6 @@ class MinAtarCNN(BaseFeaturesExtractor):
         return self.linear(self.conv(observations).flatten(1))
 
 
-FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
-    "minatar_cnn": MinAtarCNN,
-    "nature_cnn": NatureCNN,
-}
-
-
 #: ``activation_fn`` names a preset may use.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -85,6 +80,55 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
+}
+
+
+class SharedMLP(BaseFeaturesExtractor):
+    """An MLP encoder for vector observations, shared by the actor, the critic and the auxiliary heads.
+
+    flatten -> (Linear -> activation) per width in ``net_arch``; ``features_dim`` is the last width.
+    SB3's ``MlpPolicy`` only flattens vector observations (``FlattenExtractor``, no parameters) and
+    gives the actor and the critic separate MLPs, so auxiliary heads on its encoder shape nothing the
+    policy uses; with this extractor they train the layers the actor and critic read. SB3 still puts
+    its ``net_arch`` (by default two 64-unit layers each for actor and critic) on top;
+    ``net_arch=[]`` in ``policy_kwargs`` leaves linear action and value layers on the shared trunk.
+
+    Input: ``[B, *obs_shape]`` float (SB3 one-hot encodes discrete observations first) ->
+    ``[B, net_arch[-1]]``. Preset name: ``"shared_mlp"``.
+
+    :param net_arch: widths of the hidden layers (default two of 64, as SB3's MlpPolicy).
+    :param activation_fn: an ``nn.Module`` class or a name of :data:`ACTIVATIONS` (default tanh, as SB3's).
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        net_arch: Sequence[int] = (64, 64),
+        activation_fn: str | type[nn.Module] = "tanh",
+    ) -> None:
+        widths = list(net_arch)
+        if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+            raise ConfigError(f"shared_mlp net_arch must be a non-empty list of positive integers, got {net_arch!r}")
+        if isinstance(activation_fn, str):
+            if activation_fn.lower() not in ACTIVATIONS:
+                raise ConfigError(
+                    f"unknown shared_mlp activation_fn {activation_fn!r}; valid choices: {', '.join(ACTIVATIONS)}"
+                )
+            activation_fn = ACTIVATIONS[activation_fn.lower()]
+        super().__init__(observation_space, widths[-1])
+        layers: list[nn.Module] = [nn.Flatten()]
+        for n_in, n_out in zip([get_flattened_obs_dim(observation_space), *widths[:-1]], widths):
+            layers += [nn.Linear(n_in, n_out), activation_fn()]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.mlp(observations)
+
+
+FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
+    "minatar_cnn": MinAtarCNN,
+    "nature_cnn": NatureCNN,
+    "shared_mlp": SharedMLP,
 }
 
 
@@ -157,6 +201,7 @@ __all__ = [
     "FEATURE_EXTRACTORS",
     "MinAtarCNN",
     "NatureCNN",
+    "SharedMLP",
     "conv_feature_maps",
     "conv_trunk",
     "sb3_policy_kwargs",

@@ -6,30 +6,72 @@ the gradient norm of ``policy.parameters()`` to ``max_grad_norm`` and step
 those ~100-line methods (as sb3-contrib does), rlaux registers
 ``torch.optim.Optimizer.register_step_pre_hook`` on the policy's optimizer: just
 before each step, it samples the replay, computes ``sum_k lambda_k L_aux_k``,
-back-propagates it into the gradients SB3 has just computed, and clips the sum
-again. So every optimizer step of PPO (each minibatch) and of A2C (each update)
+back-propagates it beside the gradients SB3 has just computed, and joins the two
+(the rule below). So every optimizer step of PPO (each minibatch) and of A2C (each update)
 optimises L_rl + sum_k lambda_k L_aux_k, with one mechanism for both and no SB3
 code copied.
 
-Clipping, decided (``ClipEach``, the default ``GradientMixer``; the rule is one
-replaceable part): the gradient stepped is ``clip(g_rl) + clip(g_aux)``, each
-clipped to ``max_grad_norm`` on its own (so the step's norm is at most twice it).
-The first clip is SB3's own, untouched, so with no auxiliary task (or zero
-weights) the update is exactly SB3's. Clipping the sum instead,
-``clip(clip(g_rl) + g_aux)``, was tried first and rejected by measurement: the
-auxiliary heads' gradients (pixel control's Q-learning loss sums 400 cells) can
-dominate the norm of the sum, so its clip shrank the RL step with them; with the
-auxiliary gradient kept off the encoder by cosine gating, A2C on MinAtar Breakout
-then did not learn at all (mean return 0.59 after 40k steps, against 2.2 with the
-gate open and 5.9 for plain A2C at 150k).
+The RL gradient before any clip: during ``train()`` the algorithm sets SB3's
+``max_grad_norm`` to inf (SB3's ``clip_grad_norm_`` then multiplies by exactly 1) and
+the guard clips instead, with torch's function on the same norm. So with no task the
+update is SB3's bit for bit, and the hook sees the norm SB3 computes
+(``train/grad_norm``).
+
+Joining rule, decided by measurement (``aux_clip``; ``GRADIENT_RULES``)::
+
+    g = clip(g_rl, max_grad_norm) + safety(g_aux),   g_aux = sum_k lambda_k grad L_k
+
+(``rl_plus_aux``, the default). SB3's RL step is left as SB3 makes it, and the
+auxiliary gradient is added unclipped, so doubling ``lambda_k`` doubles task k's
+contribution to every parameter's update, and ``lambda_k = 0`` is no task k. The
+safety clip (``aux_max_grad_norm``, 10) bounds the auxiliary gradient of the
+agent's parameters and, apart, of the auxiliary heads. It is there for blow-ups,
+not for the ordinary regime; ``aux/clip_fraction`` logs how often it binds.
+
+The measurement (``benchmarks/gradient_rules.py``; ``unreal`` at its default
+weights, seed 0; MinAtar Breakout, 20k env steps; Atari Breakout, 8k env steps;
+medians over optimizer steps; "aux clip": share of steps where a clip changed the
+auxiliary gradient; full table in docs/results/gradient-rules):
+
+=====================  ==========  =======  ========  =========
+rule                   run         RL clip  aux clip  |g_rl| med
+=====================  ==========  =======  ========  =========
+each (rlaux before)    A2C MinAtar  39%     86%       0.42
+sum                    A2C MinAtar  52%     93%       0.51
+heads_apart            A2C MinAtar  64%     96%       0.66
+rl_plus_aux            A2C MinAtar  76%     0.4%      0.83
+each (rlaux before)    PPO MinAtar  66%     100%      0.67
+sum                    PPO MinAtar  92%     100%      1.76
+heads_apart            PPO MinAtar  87%     100%      1.58
+rl_plus_aux            PPO MinAtar 100%     3.8%      6.87
+=====================  ==========  =======  ========  =========
+
+Why not the others. ``each`` (``clip(g_rl) + clip(g_aux)``, rlaux's rule before):
+its auxiliary clip binds in 86-100% of steps, so the auxiliary gradient has norm
+``max_grad_norm`` whatever the weights, and the weights only set the ratios between
+tasks. ``sum`` (``clip(g_rl + g_aux)``, as UNREAL at 40 and the PyTorch ports at 0.5
+do): at SB3's 0.5 the RL gradient alone exceeds the threshold in 40-70% of steps,
+so the clip of a sum binds in 93-100% of them; lambda then sets the direction of the
+step but not its size, and the heads' gradients (pixel control sums 400 cells on
+Atari) shrink the RL step with them. ``heads_apart`` (one clip of the sum on the
+agent's parameters, one on the heads) removes the second effect, not the first:
+still 96-100%. Only a rule that leaves the auxiliary gradient out of SB3's clip
+makes lambda mean what it says at ``max_grad_norm`` 0.5, so ``rl_plus_aux`` is it.
+
+What it changes: the weights now matter. Under ``each`` the encoder saw about a
+fifth of the auxiliary gradient; now it sees all of it, and with PPO at the old
+default weights (reward_pred and value_replay 1) the auxiliary encoder gradient
+(0.77 + 1.18) outweighs the clipped RL gradient (0.5) and the RL gradient grows
+(median norm 6.9 against 0.67). So the default weights were swept again under this
+rule (docs/results/unreal-weights).
 
 Numerical faults: when the auxiliary loss or the summed gradient is not
 finite, the gradients are dropped (set to ``None``), so the optimizer skips the
 update entirely (its moments and step count are left alone: torch's optimizers
 pass over parameters whose ``grad`` is ``None``); the skip is counted and logged
 as ``aux/skipped_updates`` and ``train/skipped_updates``. Runs without an
-auxiliary task get the same guard (``UpdateGuard``: it only reads the gradient
-norm, so finite updates are SB3's bit for bit; ``train/skipped_updates`` is
+auxiliary task get the same guard (``UpdateGuard``: it reads the gradient norm
+and clips as SB3 does, so finite updates are SB3's bit for bit; ``train/skipped_updates`` is
 logged once an update has been skipped). A non-finite RL loss makes a
 non-finite gradient, so it is caught the same way. After ``max_consecutive``
 skips in a row, ``NonFiniteUpdates`` is raised from the optimizer step, before
@@ -44,6 +86,7 @@ for their gate through ``Weighting.gate``.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
@@ -51,6 +94,7 @@ from typing import Protocol
 import torch as th
 from stable_baselines3.common.logger import Logger
 
+from rlaux.errors import ConfigError
 from rlaux.minibatch import batch_for
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
@@ -61,33 +105,37 @@ class NonFiniteUpdates(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient; the weights are the last good ones."""
 
 
-def finite_norm(grads: Sequence[th.Tensor]) -> bool:
-    """Whether the total norm of ``grads`` (a non-empty list of gradients) is finite."""
-    return bool(th.isfinite(th.nn.utils.get_total_norm(grads)))
-
-
 # ------------------------------------------------------------------------------- guard
 
 
 class UpdateGuard:
-    """Skips optimizer steps whose gradient is not finite, and counts them (an optimizer step pre-hook).
+    """Clips SB3's RL gradient and skips optimizer steps whose gradient is not finite (a step pre-hook).
+
+    The owning algorithm sets SB3's own clip aside during ``train()`` (``max_grad_norm = inf``) and
+    hands the real threshold to :attr:`max_grad_norm`, so the guard sees the RL gradient before any
+    clip: it logs its norm (``train/grad_norm``, the norm SB3's ``clip_grad_norm_`` computes) and,
+    with no ``contribute``, clips it exactly as SB3 would (same function, same norm: bit for bit).
 
     :param max_consecutive: raise ``NonFiniteUpdates`` after this many skips in a row (0: never).
-    :param contribute: called before each step whose gradient is finite, with the optimizer's
-        parameters; it may change their gradients (the auxiliary objective adds its own) and
-        returns False when the result is not finite, which skips the step too.
+    :param contribute: called before each step whose RL gradient is finite, with the optimizer's
+        parameters and the RL gradient's norm; it replaces their gradients by the gradient to step
+        (the auxiliary objective joins its own and clips) and returns False when the result is not
+        finite, which skips the step too. Without it, the guard clips the RL gradient itself.
     """
 
     def __init__(
         self,
         optimizer: th.optim.Optimizer,
         max_consecutive: int = 0,
-        contribute: Callable[[list[th.Tensor]], bool] | None = None,
+        contribute: Callable[[list[th.Tensor], th.Tensor], bool] | None = None,
     ) -> None:
         self.max_consecutive = max_consecutive
         self.contribute = contribute
+        #: The clip of the RL gradient; None while SB3 clips it itself (outside an algorithm's ``train()``).
+        self.max_grad_norm: float | None = None
         self.skipped_updates = 0
         self.consecutive = 0
+        self.rl_grad_norms = RunningMeans(next(p.device for g in optimizer.param_groups for p in g["params"]))
         self._handle = optimizer.register_step_pre_hook(self.before_step)
 
     def detach(self) -> None:
@@ -102,13 +150,21 @@ class UpdateGuard:
         self.consecutive = int(state.get("consecutive", 0))
 
     def before_step(self, optimizer: th.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        """The pre-hook: check the gradient, let ``contribute`` add to it, skip the step if either is not finite."""
+        """The pre-hook: check the RL gradient, clip it or let ``contribute`` join the auxiliary one,
+        skip the step if either is not finite."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grads = [p.grad for p in params if p.grad is not None]
-        if grads and not finite_norm(grads):
+        if not grads:
+            return
+        norm = th.nn.utils.get_total_norm(grads)
+        if not th.isfinite(norm):
             return self.skip(params)
-        if self.contribute is not None and not self.contribute(params):
-            return self.skip(params)
+        self.rl_grad_norms.add("train", {"grad_norm": norm})
+        if self.contribute is not None:
+            if not self.contribute(params, norm):
+                return self.skip(params)
+        elif self.max_grad_norm is not None:
+            th.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm)
         self.consecutive = 0
 
     def skip(self, params: Sequence[th.Tensor]) -> None:
@@ -124,7 +180,8 @@ class UpdateGuard:
             )
 
     def record(self, logger: Logger) -> None:
-        """Log ``train/skipped_updates`` once an update has been skipped."""
+        """Log ``train/grad_norm``, and ``train/skipped_updates`` once an update has been skipped."""
+        self.rl_grad_norms.record(logger)
         if self.skipped_updates:
             logger.record("train/skipped_updates", self.skipped_updates)
 
@@ -132,33 +189,115 @@ class UpdateGuard:
 # ------------------------------------------------------------------------------- mixer
 
 
+def clip_(grads: Sequence[th.Tensor], max_norm: float, norm: th.Tensor | None = None) -> th.Tensor:
+    """Scale ``grads`` in place to total norm at most ``max_norm`` (torch's rule, ``clip_grad_norm_``);
+    returns whether the clip changed them (a bool tensor: no host sync)."""
+    norm = th.nn.utils.get_total_norm(grads) if norm is None else norm
+    coef = th.clamp(max_norm / (norm + 1e-6), max=1.0)
+    th._foreach_mul_(list(grads), coef)
+    return coef < 1.0
+
+
 class GradientMixer(Protocol):
     """How the RL and the auxiliary gradients are joined into the gradient the optimizer steps."""
 
-    def mix(self, params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> bool:
-        """Join them in place. ``params``' ``.grad`` hold the auxiliary gradient (``None`` where it has
-        none), ``rl_grads`` SB3's RL gradient of each parameter (already clipped by SB3). Leaves the
-        gradient to step in ``.grad``; returns False when it is not finite."""
+    def mix(self, params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None], rl_norm: th.Tensor,
+            max_grad_norm: float) -> th.Tensor:
+        """Join them in place. ``params``' ``.grad`` hold the weighted auxiliary gradient (``None`` where
+        it has none), ``rl_grads`` SB3's RL gradient of each parameter before any clip and ``rl_norm``
+        its norm. Leaves the gradient to step in ``.grad``; returns whether a clip changed the
+        auxiliary part (a bool tensor)."""
+
+
+def _add(params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> None:
+    """``.grad += rl`` for each parameter (``.grad`` may be None)."""
+    for p, rl in zip(params, rl_grads, strict=True):
+        if rl is not None:
+            p.grad = rl if p.grad is None else rl.add_(p.grad)
+
+
+def _grads(params: Sequence[th.Tensor]) -> list[th.Tensor]:
+    return [p.grad for p in params if p.grad is not None]
 
 
 class ClipEach:
-    """``clip(g_rl) + clip(g_aux)``: the auxiliary gradient clipped to ``max_grad_norm`` on its own,
-    then added to SB3's clipped RL gradient (the rule decided in this module's docstring)."""
+    """``clip(g_rl) + clip(g_aux)``: SB3's clipped RL gradient plus the auxiliary gradient clipped
+    to ``max_grad_norm`` on its own (rlaux's rule until the decision record above replaced it)."""
 
-    def __init__(self, max_grad_norm: float) -> None:
-        self.max_grad_norm = max_grad_norm
+    def mix(self, params, rl_grads, rl_norm, max_grad_norm):
+        aux = _grads(params)
+        clipped = clip_(aux, max_grad_norm) if aux else th.tensor(False)
+        clip_([g for g in rl_grads if g is not None], max_grad_norm, rl_norm)
+        _add(params, rl_grads)
+        return clipped
 
-    def mix(self, params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> bool:
-        aux_grads = [p.grad for p in params if p.grad is not None]
-        if aux_grads:
-            norm = th.nn.utils.get_total_norm(aux_grads)
-            if not th.isfinite(norm):
-                return False
-            th._foreach_mul_(aux_grads, th.clamp(self.max_grad_norm / norm, max=1.0))
-        for p, rl in zip(params, rl_grads, strict=True):
-            if rl is not None:
-                p.grad = rl if p.grad is None else rl.add_(p.grad)
-        return True
+
+class ClipSum:
+    """``clip(g_rl + g_aux)``: one clip of the whole gradient, as UNREAL and the PyTorch ports do."""
+
+    def mix(self, params, rl_grads, rl_norm, max_grad_norm):
+        _add(params, rl_grads)
+        return clip_(_grads(params), max_grad_norm)
+
+
+class ClipHeadsApart:
+    """One clip of the sum on the agent's own parameters (shared encoder, policy and value nets),
+    and a clip of the auxiliary heads' gradients on their own: a head's large gradient (pixel
+    control sums 400 cells) no longer shrinks the RL and encoder step.
+
+    :param head_ids: the ``id`` of each auxiliary head parameter.
+    """
+
+    def __init__(self, head_ids: set[int]) -> None:
+        self.head_ids = head_ids
+
+    def mix(self, params, rl_grads, rl_norm, max_grad_norm):
+        _add(params, rl_grads)
+        heads = [p.grad for p in params if p.grad is not None and id(p) in self.head_ids]
+        agent = [p.grad for p in params if p.grad is not None and id(p) not in self.head_ids]
+        clipped = clip_(agent, max_grad_norm)
+        return clipped | clip_(heads, max_grad_norm) if heads else clipped
+
+
+class RLPlusAux:
+    """``clip(g_rl) + g_aux``: SB3's RL step unchanged, plus the weighted auxiliary gradient, which
+    scales with the weights; a safety clip at ``aux_max_grad_norm`` bounds the auxiliary gradient of
+    the agent's parameters and, apart, of the heads (it should bind rarely: see ``aux/clip_fraction``).
+
+    :param head_ids: the ``id`` of each auxiliary head parameter.
+    """
+
+    def __init__(self, head_ids: set[int], aux_max_grad_norm: float) -> None:
+        self.head_ids = head_ids
+        self.aux_max_grad_norm = aux_max_grad_norm
+
+    def mix(self, params, rl_grads, rl_norm, max_grad_norm):
+        heads = [p.grad for p in params if p.grad is not None and id(p) in self.head_ids]
+        agent = [p.grad for p in params if p.grad is not None and id(p) not in self.head_ids]
+        clipped = th.tensor(False)
+        for part in (agent, heads):
+            if part:
+                clipped = clipped | clip_(part, self.aux_max_grad_norm)
+        clip_([g for g in rl_grads if g is not None], max_grad_norm, rl_norm)
+        _add(params, rl_grads)
+        return clipped
+
+
+#: ``aux_clip`` names -> how they join the gradients (``make_mixer``).
+GRADIENT_RULES = ("rl_plus_aux", "sum", "heads_apart", "each")
+
+
+def make_mixer(rule: str, head_ids: set[int], aux_max_grad_norm: float) -> GradientMixer:
+    """The mixer named ``rule`` (one of ``GRADIENT_RULES``)."""
+    if rule == "rl_plus_aux":
+        return RLPlusAux(head_ids, aux_max_grad_norm)
+    if rule == "sum":
+        return ClipSum()
+    if rule == "heads_apart":
+        return ClipHeadsApart(head_ids)
+    if rule == "each":
+        return ClipEach()
+    raise ConfigError(f"unknown aux_clip rule {rule!r}; valid: {', '.join(GRADIENT_RULES)}")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -200,10 +339,10 @@ class AuxiliaryObjective:
     """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
 
     :param replay: returns the current replay buffer (``None`` before the first rollout).
-    :param max_grad_norm: the clip of the auxiliary gradient (``ClipEach``) when no ``mixer`` is given.
     :param max_consecutive: the guard's limit of skipped steps in a row (``UpdateGuard``).
     :param minibatch: returns the on-policy minibatch of the current step (``rlaux.minibatch``).
-    :param mixer: how the RL and auxiliary gradients are joined; default ``ClipEach(max_grad_norm)``.
+    :param aux_clip: how the RL and auxiliary gradients are joined (``GRADIENT_RULES``; decided above).
+    :param aux_max_grad_norm: the safety clip of the auxiliary gradient (``rl_plus_aux``).
     """
 
     def __init__(
@@ -211,23 +350,31 @@ class AuxiliaryObjective:
         tasks: Sequence[AuxTask],
         policy: AuxActorCriticPolicy,
         replay: Callable[[], AuxReplayBuffer | None],
-        max_grad_norm: float,
         max_consecutive: int = 0,
         minibatch: Callable[[], object] = lambda: None,
-        mixer: GradientMixer | None = None,
+        aux_clip: str = "rl_plus_aux",
+        aux_max_grad_norm: float = 10.0,
     ) -> None:
         self.tasks = list(tasks)
         self.policy = policy
         self.replay = replay
         self.minibatch = minibatch
-        self.mixer: GradientMixer = mixer if mixer is not None else ClipEach(max_grad_norm)
+        self.head_ids = {id(p) for name, p in policy.named_parameters() if name.startswith("aux_")}
+        self.mixer: GradientMixer = make_mixer(aux_clip, self.head_ids, aux_max_grad_norm)
         self.metrics = RunningMeans(policy.device)
         self.guard = UpdateGuard(policy.optimizer, max_consecutive, contribute=self.add_auxiliary_gradient)
+        self._measure_tasks = True
 
     @property
     def skipped_updates(self) -> int:
         """Optimizer steps the guard skipped (a loss or gradient not finite)."""
         return self.guard.skipped_updates
+
+    def begin_update(self) -> None:
+        """Called at the start of each ``train()``: its first step measures each task's encoder gradient
+        (``aux/<task>/encoder_grad_norm``: one backward pass per task there, one for all tasks on the
+        other steps)."""
+        self._measure_tasks = True
 
     def record(self, logger: Logger) -> None:
         """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
@@ -240,25 +387,31 @@ class AuxiliaryObjective:
 
     # The auxiliary gradient.
 
-    def add_auxiliary_gradient(self, params: list[th.Tensor]) -> bool:
+    def add_auxiliary_gradient(self, params: list[th.Tensor], rl_norm: th.Tensor) -> bool:
         """The guard's contribution: replace SB3's RL gradient in ``params`` by RL and auxiliary gradients
         joined by the mixer. False (the step is skipped) when a loss or the gradient is not finite."""
-        rl_grads = [p.grad for p in params]  # SB3's, already clipped; set aside while the aux gradient builds
+        rl_grads = [p.grad for p in params]  # SB3's, before any clip; set aside while the aux gradient builds
         for p in params:
             p.grad = None
         with th.enable_grad():
             terms = self.task_losses()
-            summed = [self.weighted(task, loss) for task, loss in terms if not task.weighting.uses_gradients]
-            gated = [(task, loss) for task, loss in terms if task.weighting.uses_gradients]
-            total = sum(summed[1:], summed[0]) if summed else None
-            if (total is not None and not th.isfinite(total)) or not all(th.isfinite(loss) for _, loss in gated):
+            if not all(th.isfinite(loss) for _, loss in terms):
                 return False
-            if gated:
-                rl_by_id = {id(p): g for p, g in zip(params, rl_grads)}
-                self._add_gated_gradients(gated, rl_by_id, keep_graph=total is not None)
-            if total is not None:
-                total.backward()
-        return self.mixer.mix(params, rl_grads)
+            if self._measure_tasks or any(task.weighting.uses_gradients for task, _ in terms):
+                self._add_task_by_task(terms, {id(p): g for p, g in zip(params, rl_grads)})
+                self._measure_tasks = not terms
+            elif terms:
+                weighted = [self.weighted(task, loss) for task, loss in terms]
+                sum(weighted[1:], weighted[0]).backward()
+        aux = [p.grad for p in params if p.grad is not None]
+        if aux:
+            aux_norm = th.nn.utils.get_total_norm(aux)
+            if not th.isfinite(aux_norm):
+                return False
+            self.metrics.add("aux", {"grad_norm": aux_norm})
+        clipped = self.mixer.mix(params, rl_grads, rl_norm, self.guard.max_grad_norm or math.inf)
+        self.metrics.add("aux", {"clip_fraction": clipped})
+        return True
 
     def task_losses(self) -> list[tuple[AuxTask, th.Tensor]]:
         """Each task's unweighted loss on fresh batches (one replay batch per distinct request)."""
@@ -300,41 +453,52 @@ class AuxiliaryObjective:
         shared = [p for p in self.policy.encoder.parameters() if p.requires_grad]
         if shared:
             return shared
-        aux = {id(p) for name, p in self.policy.named_parameters() if name.startswith("aux_")}
-        return [p for p in self.policy.parameters() if p.requires_grad and id(p) not in aux]
+        return [p for p in self.policy.parameters() if p.requires_grad and id(p) not in self.head_ids]
 
-    def _add_gated_gradients(
-        self, gated: list[tuple[AuxTask, th.Tensor]], rl_grads: dict[int, th.Tensor | None], keep_graph: bool
-    ) -> None:
-        """Add each task's gradient, its shared-encoder part gated or tracked against the RL gradient
-        (``rl_grads``: parameter id -> SB3's clipped RL gradient)."""
+    def _add_task_by_task(self, terms: list[tuple[AuxTask, th.Tensor]], rl_grads: dict[int, th.Tensor | None]) -> None:
+        """Add each task's weighted gradient, one backward pass per task: logs the part that reaches the
+        shared encoder, and gates or tracks that part against the RL gradient for weightings that ask
+        (``rl_grads``: parameter id -> SB3's RL gradient)."""
         shared = self._shared_parameters()
         shared_ids = {id(p) for p in shared}
-        rl = [th.zeros_like(p) if rl_grads.get(id(p)) is None else rl_grads[id(p)] for p in shared]
-        rl_norm = th.linalg.vector_norm(th.stack([g.norm() for g in rl]))
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        for i, (task, loss) in enumerate(gated):
-            grads = th.autograd.grad(loss, trainable, retain_graph=keep_graph or i < len(gated) - 1, allow_unused=True)
+        rl = [th.zeros_like(p) if rl_grads.get(id(p)) is None else rl_grads[id(p)] for p in shared]
+        for i, (task, loss) in enumerate(terms):
+            gated = task.weighting.uses_gradients
+            objective = loss if gated else self.weighted(task, loss)
+            grads = th.autograd.grad(objective, trainable, retain_graph=i < len(terms) - 1, allow_unused=True)
             by_id = {id(p): g for p, g in zip(trainable, grads)}
             aux = [th.zeros_like(p) if by_id[id(p)] is None else by_id[id(p)] for p in shared]
-            inner = sum((a * r).sum() for a, r in zip(aux, rl))
-            aux_norm = th.linalg.vector_norm(th.stack([a.norm() for a in aux]))
-            cosine = float(inner / (aux_norm * rl_norm)) if aux_norm > 0 and rl_norm > 0 else 0.0
-            weight = self.effective_weight(task)
-            gate = task.weighting.gate(cosine, float(inner), task.weight)
-            self.metrics.add(
-                f"aux/{task.name}",
-                {"weight": th.tensor(weight), "grad_cosine": th.tensor(cosine), "gate": th.tensor(gate),
-                 "grad_inner": inner.detach()},
-            )
+            aux_norm = th.nn.utils.get_total_norm(aux)
+            shared_scale = other_scale = 1.0
+            if gated:
+                shared_scale = other_scale = self.effective_weight(task)
+                shared_scale *= self._gate(task, aux, aux_norm, rl)
+            self.metrics.add(f"aux/{task.name}", {"encoder_grad_norm": shared_scale * aux_norm})
             for p, g in zip(trainable, grads):
                 if g is None:
                     continue
-                scale = weight * gate if id(p) in shared_ids else weight
+                scale = shared_scale if id(p) in shared_ids else other_scale
                 if p.grad is None:
-                    p.grad = scale * g
+                    p.grad = scale * g  # a new tensor: autograd.grad may return an expanded one
                 else:
                     p.grad.add_(g, alpha=scale)
 
+    def _gate(self, task: AuxTask, aux: list[th.Tensor], aux_norm: th.Tensor, rl: list[th.Tensor]) -> float:
+        """The task's gate on the shared encoder from its gradient's agreement with the RL gradient."""
+        inner = sum((a * r).sum() for a, r in zip(aux, rl))
+        rl_norm = th.nn.utils.get_total_norm(rl)
+        cosine = float(inner / (aux_norm * rl_norm)) if aux_norm > 0 and rl_norm > 0 else 0.0
+        gate = task.weighting.gate(cosine, float(inner), task.weight)
+        self.metrics.add(
+            f"aux/{task.name}",
+            {"weight": th.tensor(self.effective_weight(task)), "grad_cosine": th.tensor(cosine),
+             "gate": th.tensor(gate), "grad_inner": inner.detach()},
+        )
+        return gate
 
-__all__ = ["AuxiliaryObjective", "ClipEach", "GradientMixer", "NonFiniteUpdates", "RunningMeans", "UpdateGuard"]
+
+__all__ = [
+    "GRADIENT_RULES", "AuxiliaryObjective", "ClipEach", "ClipHeadsApart", "ClipSum", "GradientMixer", "NonFiniteUpdates",
+    "RLPlusAux", "RunningMeans", "UpdateGuard", "make_mixer",
+]

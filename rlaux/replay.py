@@ -7,10 +7,12 @@ reward and whether the episode ended there. Sampling returns whole sequences of
 consecutive steps of one env that never cross an episode end, drawn uniformly
 or skewed so that half of them end in a rewarding step.
 
-Memory: images are kept as uint8. With frame stacking (``VecFrameStack``), only
-the newest frame of each observation is stored and the stacks are rebuilt at
-sampling time, zero-padded at episode starts exactly as ``VecFrameStack`` does,
-which divides the memory by the stack size.
+Memory: images are kept as uint8. With frame stacking (``VecFrameStack``, or a
+VecEnv that stacks frames itself such as EnvPool's; either way the newest frame
+last along the channel axis), only the newest frame of each observation is
+stored and the stacks are rebuilt at sampling time, zero-padded at episode
+starts exactly as ``VecFrameStack`` does, which divides the memory by the stack
+size.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class AuxReplayBuffer:
 
     :param capacity: steps (frames) kept per env.
     :param observation_space: the (channel-first) observation space of the VecEnv.
-    :param frame_stack: stack size of a ``VecFrameStack`` around the env (1: none);
-        images are then stored one frame per step and restacked on sampling.
+    :param frame_stack: frames stacked in each observation, newest last (a ``VecFrameStack``'s
+        or EnvPool's stack size; 1: none); images are then stored one frame per step and
+        restacked on sampling.
     """
 
     def __init__(

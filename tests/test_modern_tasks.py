@@ -165,8 +165,9 @@ def test_task_loss_decreases_on_fixed_batch(trained_model, name):
     head = policy.aux_head(name)
     optimizer = th.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
     losses, watched = [], []
+    steps = 200 if name == "curl" else 40  # CURL starts at log B with logits of order 1 (W = I / D): slower
     try:
-        for i in range(40):
+        for i in range(steps):
             th.manual_seed(i)  # augmentations and DrAC's actions vary; the data does not
             if hasattr(batch, "_cache"):
                 batch.forget()
@@ -195,12 +196,12 @@ def test_ema_target_moves_by_tau_and_gets_no_gradient(trained_model, name, kwarg
     task = TASKS[name](**kwargs)
     with th.random.fork_rng():
         head = task.build_head(policy)
-    targets = [head.target_trunk, head.target_rest] if name == "spr" else [head.key_encoder]
+    targets = [head.target_trunk, head.target_rest] if name == "spr" else [head.key_encoder, head.key_projection]
     with th.no_grad():  # make the target differ from the online network
         for module in targets:
             for p in module.parameters():
                 p.add_(th.randn_like(p))
-    online = head.online_parts(policy) if name == "spr" else [policy.encoder]
+    online = head.online_parts(policy) if name == "spr" else [policy.encoder, head.projection]
     old = [[p.clone() for p in m.parameters()] for m in targets]
     now = [[p.detach().clone() for p in m.parameters()] for m in online]
     batch = trained_model.aux_replay.sample(task.replay_request())
@@ -214,6 +215,20 @@ def test_ema_target_moves_by_tau_and_gets_no_gradient(trained_model, name, kwarg
     assert all(p.grad is None for m in targets for p in m.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())
     policy.optimizer.zero_grad()
+
+
+def test_curl_loss_at_init_is_near_log_batch_size(trained_model):
+    """A fresh head on a fresh MinAtar encoder: projected latents and W = I / D give logits of order 1."""
+    fresh = build(AuxPPO, ["curl"], task_kwargs={"curl": {"batch_size": 32}})
+    task, head = fresh.aux_tasks[0], fresh.policy.aux_head("curl")
+    assert head.projection[0].out_features == 50 and head.W.shape == (50, 50)
+    with th.no_grad():
+        losses = [task.loss(fresh.policy, head, trained_model.aux_replay.sample(task.replay_request()))[0].item()
+                  for _ in range(3)]
+    assert all(abs(loss - np.log(32)) < 0.2 * np.log(32) for loss in losses), losses
+    assert CURL(latent_dim=8).build_head(fresh.policy).W.shape == (8, 8)
+    with pytest.raises(ConfigError, match="latent_dim"):
+        CURL(latent_dim=0)
 
 
 def test_spr_with_augmentation_copies_the_online_network(trained_model):

@@ -10,7 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger
 
 from rlaux import AuxPPO, AuxTask, ConfigError, ReplayRequest
-from rlaux.objective import AuxiliaryObjective, ClipEach
+from rlaux.objective import AuxiliaryObjective, RLPlusAux
 from rlaux.tasks import make_tasks
 from rlaux.weighting import CosineGate, Fixed, OLAux, Schedule, Uncertainty, parse_weighting
 
@@ -105,7 +105,8 @@ def test_cosine_gating_drops_an_opposed_task_and_keeps_an_aligned_one(weighted):
     model.policy.encoder.scale.grad = rl.clone()
     model.aux_replay.rng.bit_generator.state = state
     objective: AuxiliaryObjective = model.aux_objective
-    objective.mixer = ClipEach(max_grad_norm=1e9)  # no clipping: the sum is exact
+    objective.mixer = RLPlusAux(objective.head_ids, aux_max_grad_norm=1e9)  # no clipping: the sum is exact
+    objective.guard.max_grad_norm = 1e9
     logger = Logger(folder=None, output_formats=[])
     objective.record(logger)  # start the means afresh
     model.policy.optimizer.step()  # the pre-hook mixes the gradients in .grad, then the step reads them

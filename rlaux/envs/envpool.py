@@ -18,7 +18,8 @@ WarpFrame 84x84 grey, INTER_AREA  ``img_height/width=84``,            EnvPool gr
                                   ``gray_scale``,                     palette, SB3 with cv2 from RGB:
                                   ``use_inter_area_resize=True``      pixel values differ slightly
 ClipReward (training only)        ``reward_clip=training``
-VecFrameStack(4) + transpose      ``stack_num=4``: ``[4, 84, 84]``    channel-first already; at a
+VecFrameStack(4) + transpose      ``stack_num=4``: ``[4, 84, 84]``    channel-first already, oldest
+                                                                      frame first as SB3's; at a
                                                                       game start EnvPool fills the
                                                                       stack with the first frame,
                                                                       SB3 with zeros
@@ -44,6 +45,14 @@ episode ended, returning that reset as a step with reward 0):
   True so that ``evaluate_policy`` uses these game scores.
 - ``seed(s)``: env ``i`` gets ``s + i``; EnvPool fixes seeds at creation, so the pool
   is remade at the next ``reset()``.
+- ``frame_stack``: the frames stacked in each observation (``stack_num``), newest last
+  along the channel axis. ``rlaux.algorithms.frame_stack_of`` reads it as it reads a
+  ``VecFrameStack``, so the auxiliary replay stores one frame per step and pixel control
+  takes its pseudo-reward from the newest frame, as on the default path. The replay
+  rebuilds stacks zero-padded at episode starts (the default path's stacks), where
+  EnvPool repeats the first frame of a game and keeps the previous life's frames after
+  a life loss: replayed stacks differ from the agent's in the first ``frame_stack - 1``
+  steps of an episode, never in their newest frame.
 """
 
 from __future__ import annotations
@@ -60,22 +69,16 @@ from stable_baselines3.common.monitor import Monitor, ResultsWriter
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from rlaux.envs.spec import EnvSpec, atari_wrapper_kwargs
-from rlaux.errors import ConfigError
+from rlaux.errors import ConfigError, import_optional
 
-INSTALL_HINT = "pip install 'rlaux[envpool]'"
 #: env_kwargs of the ALE ids that map onto EnvPool options (others are an error).
 _ENV_KWARGS = {"repeat_action_probability", "full_action_space", "frameskip", "mode", "difficulty",
                "max_num_frames_per_episode"}
 
 
 def import_envpool() -> Any:
-    """``import envpool`` or a one-line ConfigError saying how to install it."""
-    try:
-        import envpool
-    except Exception as exc:  # ImportError, or a broken binary (OSError, AttributeError ...)
-        detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        raise ConfigError(f"--vec-env envpool needs EnvPool ({detail}); install it with: {INSTALL_HINT}") from None
-    return envpool
+    """``import envpool``, or a one-line ConfigError saying how to install it (also for a broken binary)."""
+    return import_optional("envpool", "--vec-env envpool")
 
 
 def envpool_settings(spec: EnvSpec, training: bool) -> tuple[str, dict[str, Any]]:
@@ -131,6 +134,8 @@ class EnvPoolAtariVecEnv(VecEnv):
                  monitor_dir: str | None = None) -> None:
         self.task_id, self.envpool_kwargs = envpool_settings(spec, training)
         self.frame_skip = int(self.envpool_kwargs["frame_skip"])
+        #: Frames stacked in each observation, oldest first (see the module docstring).
+        self.frame_stack = int(self.envpool_kwargs["stack_num"])
         self._seed = int(seed)
         self._n = int(n_envs)
         self.pool = self._make_pool(self._seed)

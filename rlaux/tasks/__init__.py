@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
-from rlaux.tasks.base import AuxTask, check_weight
+from rlaux.tasks.base import AuxTask, ParameterFreeEncoderWarning, check_weight, warn_if_encoder_is_parameter_free
 from rlaux.tasks.curl import CURL
 from rlaux.tasks.deep_supervision import DeepSupervision
 from rlaux.tasks.drac import DrAC
@@ -126,4 +126,14 @@ def make_tasks(
     return built
 
 
-__all__ = ["AuxTask", "BUNDLES", "TASKS", "available", "make_tasks", "parse_names", "variant_label"]
+__all__ = [
+    "AuxTask",
+    "BUNDLES",
+    "TASKS",
+    "ParameterFreeEncoderWarning",
+    "available",
+    "make_tasks",
+    "parse_names",
+    "variant_label",
+    "warn_if_encoder_is_parameter_free",
+]

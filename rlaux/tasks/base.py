@@ -9,7 +9,9 @@ Tasks know nothing of PPO or A2C.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch as th
@@ -39,6 +41,9 @@ class AuxTask(ABC):
     #: True: ``loss`` gets the on-policy minibatch of the current optimizer step (SB3's
     #: ``RolloutBufferSamples``, see ``rlaux.minibatch``) instead of a replay batch.
     uses_minibatch: ClassVar[bool] = False
+    #: True: the task's gradient reaches the actor's or critic's own layers (``mlp_extractor``,
+    #: ``action_net``, ``value_net``), not only the shared encoder and the task's head.
+    trains_actor_critic: ClassVar[bool] = False
     #: Share of training done, in [0, 1]; the algorithm sets it before each ``train()``.
     progress: float = 0.0
 
@@ -111,6 +116,28 @@ def check_weight(name: str, weight: object) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"weight of aux task '{name}' must be a finite non-negative number, got {weight!r}")
     return value
+
+
+class ParameterFreeEncoderWarning(UserWarning):
+    """Auxiliary tasks sit on an encoder with no parameters: they shape nothing the policy uses."""
+
+
+def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: AuxActorCriticPolicy) -> None:
+    """Warn, in one line, when tasks whose gradient reaches only the shared encoder and their own
+    heads (not ``trains_actor_critic``) sit on an encoder with no trainable parameter, such as
+    ``MlpPolicy``'s ``FlattenExtractor``: their losses then train their heads and nothing else."""
+    if any(p.requires_grad for p in policy.encoder.parameters()):
+        return
+    idle = [task.name for task in tasks if not task.trains_actor_critic]
+    if idle:
+        warnings.warn(
+            f"aux task(s) {', '.join(idle)} train only their own heads: the policy's features extractor "
+            f"({type(policy.encoder).__name__}) has no parameters, so they shape nothing the policy uses; "
+            "give it a shared encoder, e.g. policy_kwargs features_extractor = \"shared_mlp\" "
+            "(rlaux.networks.SharedMLP) for vector observations or a CNN for images",
+            ParameterFreeEncoderWarning,
+            stacklevel=2,
+        )
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:

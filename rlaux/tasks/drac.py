@@ -44,6 +44,7 @@ class DrAC(AuxTask):
     name = "drac"
     requires_image = True
     uses_minibatch = True
+    trains_actor_critic = True  # the actor's and critic's own layers
     default_weights = {"ppo": 0.1, "a2c": 0.1}  # the paper's alpha_r
 
     def __init__(self, weight: float | None = None, pad: int | None = None) -> None:

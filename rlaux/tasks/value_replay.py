@@ -48,6 +48,7 @@ class ValueReplay(AuxTask):
     """
 
     name = "value_replay"
+    trains_actor_critic = True  # the critic's own layers
     # Public ports: A2C ones weight it 1; the PPO one leaves it off. 1 for both until a sweep says otherwise.
     default_weights = {"ppo": 1.0, "a2c": 1.0}
 
