@@ -1,8 +1,13 @@
-"""rlaux: UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C."""
+"""rlaux: UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C, and sb3-contrib's RecurrentPPO."""
 
-from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO
+from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO, AuxRecurrentPPO
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy
+from rlaux.policy import (
+    AuxActorCriticCnnPolicy,
+    AuxActorCriticPolicy,
+    AuxRecurrentActorCriticCnnPolicy,
+    AuxRecurrentActorCriticPolicy,
+)
 from rlaux.replay import AuxReplayBuffer, ReplayBatch, ReplayRequest
 from rlaux.tasks import TASKS, AuxTask, make_tasks
 
@@ -15,6 +20,9 @@ __all__ = [
     "AuxActorCriticCnnPolicy",
     "AuxActorCriticPolicy",
     "AuxPPO",
+    "AuxRecurrentActorCriticCnnPolicy",
+    "AuxRecurrentActorCriticPolicy",
+    "AuxRecurrentPPO",
     "AuxReplayBuffer",
     "AuxTask",
     "ConfigError",

@@ -1,4 +1,5 @@
-"""``AuxPPO`` and ``AuxA2C``: SB3's PPO and A2C with auxiliary tasks.
+"""``AuxPPO``, ``AuxA2C`` and ``AuxRecurrentPPO``: SB3's PPO and A2C, and sb3-contrib's
+``RecurrentPPO``, with auxiliary tasks.
 
 The subclasses stay thin. They swap in a policy that owns the heads, feed the
 replay from a callback at every env step, join the auxiliary losses through an
@@ -17,16 +18,30 @@ state: :meth:`~AuxAlgorithmMixin.request_stop` ends ``learn()`` at the next
 iteration boundary, :attr:`~AuxAlgorithmMixin.iterations` counts finished
 iterations (saved with the model), :meth:`~AuxAlgorithmMixin.continue_iteration_count`
 numbers the logged iterations on from it, and :attr:`~AuxAlgorithmMixin.env_state`
-carries the env's state into a checkpoint's model file.
+carries the env's state into a checkpoint's model file, and
+:meth:`~AuxAlgorithmMixin.rollout_state` is what the next rollout continues from beyond SB3's
+own ``_last_obs`` (the LSTM states of ``AuxRecurrentPPO``).
+
+``AuxRecurrentPPO`` is the same mixin on sb3-contrib's ``RecurrentPPO``, whose ``train()`` also
+calls ``clip_grad_norm_`` then ``optimizer.step()``: the step pre-hook joins the tasks there
+exactly as for PPO. Its replay feeder also stores the LSTM state the policy had at each step;
+with UNREAL's LSTM inputs (``policy_kwargs=dict(last_action_reward=True)``) a second feeder
+writes each step's reward into the inputs of the next, and the rollout buffer keeps the inputs
+of every step for training (:class:`LstmInputsRolloutBuffer`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+import torch as th
 from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
@@ -36,24 +51,36 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStac
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
 from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard
-from rlaux.policy import AuxActorCriticCnnPolicy, AuxActorCriticPolicy, AuxMultiInputActorCriticPolicy
-from rlaux.replay import AuxReplayBuffer
+from rlaux.policy import (
+    AuxActorCriticCnnPolicy,
+    AuxActorCriticPolicy,
+    AuxMultiInputActorCriticPolicy,
+    AuxRecurrentActorCriticCnnPolicy,
+    AuxRecurrentActorCriticPolicy,
+    AuxRecurrentMultiInputActorCriticPolicy,
+)
+from rlaux.replay import LSTM_STATE_DTYPES, AuxReplayBuffer
 from rlaux.tasks import AuxTask, make_tasks, warn_if_encoder_is_parameter_free
 
 
-def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space,
+                recurrent: bool = False) -> None:
     """Raise ConfigError when a task cannot work with these spaces (``AuxTask.check``, then the
-    replay's own need). The algorithm runs it before it builds any head; ``rlaux.run`` runs it
-    on the env's spaces before training."""
+    replay's own need), or, for ``recurrent`` policies, with an LSTM (``not_recurrent_because``).
+    The algorithm runs it before it builds any head; ``rlaux.run`` runs it on the env's spaces
+    before training."""
     tasks = list(tasks)
     for task in tasks:
+        if recurrent and task.not_recurrent_because:
+            raise ConfigError(f"aux task '{task.name}' cannot train a recurrent policy (ppo_lstm): it "
+                              f"{task.not_recurrent_because}; use it with ppo or a2c")
         task.check(observation_space, action_space)
     if any(t.replay_request() for t in tasks) and isinstance(observation_space, spaces.Dict):
         raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
 
 
 class ReplayFeeder(BaseCallback):
-    """Adds each vectorised step to the model's auxiliary replay."""
+    """Adds each vectorised step to the model's auxiliary replay (with the LSTM state of a recurrent model)."""
 
     def _on_step(self) -> bool:
         model = self.model
@@ -63,6 +90,7 @@ class ReplayFeeder(BaseCallback):
             self.locals["rewards"],
             self.locals["dones"],
             model._last_episode_starts,
+            **model._replay_lstm_step(),
         )
         return True
 
@@ -79,7 +107,7 @@ def frame_stack_of(env: VecEnv) -> int:
 
 
 class AuxAlgorithmMixin:
-    """What AuxPPO and AuxA2C add to their SB3 base class.
+    """What AuxPPO, AuxA2C and AuxRecurrentPPO add to their SB3 (sb3-contrib) base class.
 
     :param aux_tasks: task names, a comma-separated string, or task objects.
     :param aux_weights: task name -> weight lambda_k, overriding the defaults.
@@ -96,6 +124,12 @@ class AuxAlgorithmMixin:
     """
 
     algo_name: ClassVar[str]
+    #: The algorithm whose default task weights it takes (``AuxTask.default_weights``).
+    weights_like: ClassVar[str]
+    #: Whether its policy has an LSTM.
+    recurrent: ClassVar[bool] = False
+    #: The policy of an env preset's policy name (``CnnPolicy``, ...), where it differs.
+    env_policies: ClassVar[dict[str, str]] = {}
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": AuxActorCriticPolicy,
         "CnnPolicy": AuxActorCriticCnnPolicy,
@@ -119,7 +153,7 @@ class AuxAlgorithmMixin:
         **kwargs: Any,
     ) -> None:
         policy_kwargs = dict(policy_kwargs or {})
-        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.algo_name, aux_task_kwargs, aux_weighting)
+        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.weights_like, aux_task_kwargs, aux_weighting)
         if aux_replay_capacity < 2:
             raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
         if max_skipped_updates < 0:
@@ -142,6 +176,8 @@ class AuxAlgorithmMixin:
         self.env_state: dict[str, Any] | None = None
         self._iteration_offset = 0
         self._stop_requested = False
+        #: The algorithm's name, saved with the model so that a model file says what it holds.
+        self.algo_name = type(self).algo_name
         super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
 
     @property
@@ -154,7 +190,7 @@ class AuxAlgorithmMixin:
             self.policy_kwargs.get("aux_tasks", ()), self.rollout_buffer_class, self.observation_space
         )
         # The spaces are checked once, before the policy builds the heads.
-        check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space)
+        check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space, self.recurrent)
         super()._setup_model()
         warn_if_encoder_is_parameter_free(self.aux_tasks, self.policy)
         max_skipped = getattr(self, "max_skipped_updates", 10)
@@ -163,7 +199,7 @@ class AuxAlgorithmMixin:
             self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
             return
         for task in self.aux_tasks:
-            task.configure(gamma=self.gamma)
+            task.configure(gamma=self.gamma, recurrent=self.recurrent)
         self.aux_objective = AuxiliaryObjective(
             self.aux_tasks, self.policy, lambda: self.aux_replay, max_skipped,
             minibatch=lambda: current_minibatch(self.rollout_buffer),
@@ -183,9 +219,9 @@ class AuxAlgorithmMixin:
         stack = frame_stack_of(env) if is_image_space(self.observation_space) else 1
         for task in self.aux_tasks:
             request = task.replay_request()
-            if request is not None and request.n_obs + stack > self.aux_replay_capacity:
+            if request is not None and request.n_obs + request.burn_in + stack > self.aux_replay_capacity:
                 raise ConfigError(
-                    f"aux task '{task.name}' samples {request.n_obs} steps, more than aux_replay_capacity="
+                    f"aux task '{task.name}' samples {request.n_obs + request.burn_in} steps, more than aux_replay_capacity="
                     f"{self.aux_replay_capacity} allows: raise the capacity or shorten the sequences"
                 )
         replay = self.aux_replay
@@ -197,21 +233,44 @@ class AuxAlgorithmMixin:
                 self.action_space,
                 frame_stack=stack,
                 seed=None if self.seed is None else self.seed + 1_000_003,
+                **self._replay_lstm_layout(),
             )
 
+    def _replay_lstm_layout(self) -> dict[str, Any]:
+        """What the replay keeps of the LSTM per step (``AuxReplayBuffer``'s ``lstm_*`` arguments): nothing here."""
+        return {}
+
+    def _replay_lstm_step(self) -> dict[str, Any]:
+        """The LSTM state (and inputs) of the step ``ReplayFeeder`` adds, as ``AuxReplayBuffer.add`` takes them."""
+        return {}
+
+    def _step_feeders(self) -> list[BaseCallback]:
+        """Callbacks that run first at every env step: the replay's feeder when a task samples the replay
+        (minibatch-only tasks, drac and deep supervision, leave the per-step path untouched)."""
+        if not self.needs_replay:
+            return []
+        self.ensure_replay()
+        return [ReplayFeeder()]
+
     def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
-        # Only tasks that sample the replay need it fed: minibatch-only tasks (drac, deep
-        # supervision) leave the per-step path untouched.
-        if self.needs_replay:
-            self.ensure_replay()
+        feeders = self._step_feeders()
+        if feeders:
             if callback is None:
                 callbacks = []
             elif isinstance(callback, list):
                 callbacks = callback
             else:
                 callbacks = [callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)]
-            callback = [ReplayFeeder(), *callbacks]
+            callback = [*feeders, *callbacks]
         return super()._init_callback(callback, progress_bar)
+
+    def rollout_state(self) -> dict[str, th.Tensor]:
+        """What the next rollout continues from besides SB3's saved ``_last_obs`` and
+        ``_last_episode_starts``, as CPU tensors (a checkpoint keeps it): nothing for PPO and A2C."""
+        return {}
+
+    def load_rollout_state(self, state: dict[str, th.Tensor]) -> None:  # noqa: B027 - nothing to restore here
+        """Put back what :meth:`rollout_state` returned."""
 
     def request_stop(self) -> None:
         """End the current (or next) ``learn()`` at the next boundary of two iterations, where a
@@ -267,12 +326,166 @@ class AuxPPO(AuxAlgorithmMixin, PPO):
     """SB3 PPO with auxiliary tasks: ``AuxPPO("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
 
     algo_name = "ppo"
+    weights_like = "ppo"
 
 
 class AuxA2C(AuxAlgorithmMixin, A2C):
     """SB3 A2C with auxiliary tasks: ``AuxA2C("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
 
     algo_name = "a2c"
+    weights_like = "a2c"
 
 
-ALGORITHMS: dict[str, type[AuxPPO] | type[AuxA2C]] = {"ppo": AuxPPO, "a2c": AuxA2C}
+# ------------------------------------------------------------------------------ recurrent
+
+
+class RecordsLstmInputs:
+    """Mixin for sb3-contrib's recurrent rollout buffers: also keeps the extra LSTM inputs of every step
+    (the third element of each ``RNNStates`` tuple, [n_envs, U]) and hands them to training, padded as
+    the observations, as the third element of the minibatch's states ([n_seq * max_len, U])."""
+
+    def __init__(self, *args: Any, lstm_input_dim: int, **kwargs: Any) -> None:
+        self.lstm_input_dim = lstm_input_dim  # U, read by reset(), which the base class's __init__ calls
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        self.lstm_inputs = np.zeros((self.buffer_size, self.n_envs, self.lstm_input_dim), dtype=np.float32)
+
+    def add(self, *args: Any, lstm_states: RNNStates, **kwargs: Any) -> None:
+        self.lstm_inputs[self.pos] = lstm_states.pi[2].cpu().numpy()
+        super().add(*args, lstm_states=lstm_states, **kwargs)  # type: ignore[misc]
+
+    def get(self, batch_size: int | None = None) -> Any:
+        if not self.generator_ready:  # flattened as sb3-contrib flattens the observations
+            self.lstm_inputs = self.swap_and_flatten(self.lstm_inputs)  # type: ignore[attr-defined]
+        yield from super().get(batch_size)  # type: ignore[misc]
+
+    def _get_samples(self, batch_inds: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        samples = super()._get_samples(batch_inds, *args, **kwargs)  # type: ignore[misc]
+        inputs = self.pad(self.lstm_inputs[batch_inds]).flatten(0, 1)  # the padding sb3-contrib just used
+        pi, vf = samples.lstm_states
+        return samples._replace(lstm_states=RNNStates((*pi, inputs), (*vf, inputs)))
+
+
+class LstmInputsRolloutBuffer(RecordsLstmInputs, RecurrentRolloutBuffer):
+    """sb3-contrib's ``RecurrentRolloutBuffer`` that keeps the LSTM inputs too."""
+
+
+class LstmInputsDictRolloutBuffer(RecordsLstmInputs, RecurrentDictRolloutBuffer):
+    """sb3-contrib's ``RecurrentDictRolloutBuffer`` that keeps the LSTM inputs too."""
+
+
+class LastRewardFeeder(BaseCallback):
+    """Writes each step's rewards (the env's, before SB3 adds a truncation bootstrap) into the LSTM
+    inputs of the next step, which the policy returned with the action just taken."""
+
+    def _on_step(self) -> bool:
+        self.model.policy.record_rewards(self.locals["lstm_states"].pi[2], self.locals["rewards"])
+        return True
+
+
+class AuxRecurrentPPO(AuxAlgorithmMixin, RecurrentPPO):
+    """sb3-contrib's RecurrentPPO with auxiliary tasks:
+    ``AuxRecurrentPPO("CnnLstmPolicy", env, aux_tasks=["unreal"])``.
+
+    Value replay and pixel control run their replayed sequences through the LSTM (see their
+    ``lstm_start`` and ``burn_in``); tasks that cannot work with an LSTM say so at construction.
+    UNREAL's LSTM inputs: ``policy_kwargs=dict(last_action_reward=True)``.
+
+    :param aux_lstm_state_dtype: how the replay keeps the LSTM state of each step: ``"float16"``
+        (default, half the memory) or ``"float32"`` (bit for bit the state the policy had).
+    """
+
+    algo_name = "ppo_lstm"
+    weights_like = "ppo"  # the tasks' PPO weights
+    recurrent = True
+    env_policies = {"MlpPolicy": "MlpLstmPolicy", "CnnPolicy": "CnnLstmPolicy", "MultiInputPolicy": "MultiInputLstmPolicy"}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpLstmPolicy": AuxRecurrentActorCriticPolicy,
+        "CnnLstmPolicy": AuxRecurrentActorCriticCnnPolicy,
+        "MultiInputLstmPolicy": AuxRecurrentMultiInputActorCriticPolicy,
+    }
+
+    def __init__(self, *args: Any, aux_lstm_state_dtype: str = "float16", **kwargs: Any) -> None:
+        if aux_lstm_state_dtype not in LSTM_STATE_DTYPES:
+            raise ConfigError(f"aux_lstm_state_dtype must be one of {', '.join(LSTM_STATE_DTYPES)}, "
+                              f"got {aux_lstm_state_dtype!r}")
+        self.aux_lstm_state_dtype = aux_lstm_state_dtype
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        policy = self.policy
+        if policy.last_action_reward:
+            # sb3-contrib makes its buffer and zero states without the inputs: the same, with them.
+            buffer = self.rollout_buffer
+            buffer_class = (LstmInputsDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict)
+                            else LstmInputsRolloutBuffer)
+            self.rollout_buffer = buffer_class(
+                self.n_steps, self.observation_space, self.action_space, buffer.hidden_state_shape, self.device,
+                gamma=self.gamma, gae_lambda=self.gae_lambda, n_envs=self.n_envs, lstm_input_dim=policy.lstm_input_dim,
+            )
+            self._last_lstm_states = policy.initial_state(self.n_envs)
+
+    def _replay_lstm_layout(self) -> dict[str, Any]:
+        requests = [t.replay_request() for t in self.aux_tasks]
+        recurrent = [r for r in requests if r is not None and r.recurrent]
+        return {
+            "lstm_state_dim": self.policy.lstm_state_dim if any(r.stored_state for r in recurrent) else 0,
+            "lstm_input_dim": self.policy.lstm_input_dim if recurrent else 0,
+            "lstm_state_dtype": self.aux_lstm_state_dtype,
+        }
+
+    def _replay_lstm_step(self) -> dict[str, Any]:
+        replay, states = self.aux_replay, self._last_lstm_states
+        step = {}
+        if replay.lstm_states is not None:
+            step["lstm_states"] = self.policy.flat_lstm_state(states).cpu().numpy()
+        if replay.lstm_inputs is not None:
+            step["lstm_inputs"] = states.pi[2].cpu().numpy()
+        return step
+
+    def _step_feeders(self) -> list[BaseCallback]:
+        feeders = super()._step_feeders()
+        return [*feeders, LastRewardFeeder()] if self.policy.last_action_reward else feeders
+
+    def rollout_state(self) -> dict[str, th.Tensor]:
+        """The LSTM states the next rollout starts from (``pi_h``, ``pi_c``, ``vf_h``, ``vf_c``, each
+        [layers, n_envs, H]) and, with UNREAL's inputs, ``inputs`` [n_envs, U]."""
+        states = self._last_lstm_states
+        state = dict(zip(("pi_h", "pi_c", "vf_h", "vf_c"), (t.detach().cpu() for t in (*states.pi[:2], *states.vf[:2]))))
+        if self.policy.last_action_reward:
+            state["inputs"] = states.pi[2].detach().cpu()
+        return state
+
+    def load_rollout_state(self, state: dict[str, th.Tensor]) -> None:
+        """Put back what :meth:`rollout_state` returned; ValueError when it is not this model's."""
+        expected = self.rollout_state()
+        for name, tensor in expected.items():
+            if name not in state or tuple(state[name].shape) != tuple(tensor.shape):
+                got = tuple(state[name].shape) if name in state else "nothing"
+                raise ValueError(f"rollout state '{name}' is {got}, expected {tuple(tensor.shape)}")
+        loaded = {name: state[name].to(self.device) for name in expected}
+        pi, vf = (loaded["pi_h"], loaded["pi_c"]), (loaded["vf_h"], loaded["vf_c"])
+        if "inputs" in loaded:
+            pi, vf = (*pi, loaded["inputs"]), (*vf, loaded["inputs"])
+        self._last_lstm_states = RNNStates(pi, vf)
+
+
+def evaluation_reward_feeder(model: Any) -> Callable[[dict[str, Any], dict[str, Any]], None] | None:
+    """A ``callback`` for SB3's ``evaluate_policy`` that writes each step's reward into the LSTM inputs
+    of a policy with UNREAL's inputs (in the state its ``predict`` returned); None for other policies."""
+    policy = model.policy
+    if not getattr(policy, "last_action_reward", False):
+        return None
+
+    def feed(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        i = locals_["i"]
+        policy.record_rewards(locals_["states"][2][i : i + 1], [locals_["reward"]])
+
+    return feed
+
+
+#: Algorithm names (``--algo``) -> classes.
+ALGORITHMS: dict[str, type[AuxAlgorithmMixin]] = {"ppo": AuxPPO, "a2c": AuxA2C, "ppo_lstm": AuxRecurrentPPO}

@@ -51,12 +51,13 @@ import torch
 from gymnasium.wrappers import RecordVideo
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from rlaux.algorithms import ALGORITHMS
+from rlaux.algorithms import ALGORITHMS, evaluation_reward_feeder
 from rlaux.envs import EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError, import_optional
 from rlaux.run import DEVICES
 from rlaux.run.checkpoint import checkpoint_dirs
 from rlaux.run.files import atomic_write_bytes
+from rlaux.run.pretrained import saved_algo
 
 MODEL_CHOICES = ("best", "final", "latest")
 
@@ -142,16 +143,9 @@ def resolve_target(load: str | os.PathLike, model: str | None = None) -> Target:
                       "interrupted_model.zip)")
 
 
-def _zip_data_keys(path: Path) -> set[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return set(json.loads(archive.read("data").decode()))
-    except Exception:  # noqa: BLE001 - a bad file is reported by the loader
-        return set()
-
-
 def load_model(path: Path, algo: str | None = None, device: str = "auto") -> Any:
-    """Load an AuxPPO/AuxA2C model file; the class from ``algo``, else guessed (PPO, then A2C).
+    """Load an AuxPPO/AuxA2C/AuxRecurrentPPO model file; the class from ``algo``, else the one the file
+    names (``rlaux.run.pretrained.saved_algo``), else tried in turn.
 
     A missing, truncated or foreign file is a ConfigError naming it.
     """
@@ -159,11 +153,8 @@ def load_model(path: Path, algo: str | None = None, device: str = "auto") -> Any
         raise ConfigError(f"{path}: algorithm {algo!r} (from config.json) is not one of {', '.join(ALGORITHMS)}")
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{path}: not a model file (not a zip archive; truncated or corrupt?)")
-    if algo is not None:
-        order = [algo]
-    else:  # PPO saves clip_range/n_epochs; A2C does not
-        keys = _zip_data_keys(path)
-        order = ["ppo", "a2c"] if ("clip_range" in keys or "n_epochs" in keys or not keys) else ["a2c", "ppo"]
+    saved = saved_algo(path)
+    order = [algo] if algo is not None else [saved] if saved is not None else list(ALGORITHMS)
     errors = []
     for name in order:
         try:
@@ -243,9 +234,14 @@ def summary_line(stats: dict[str, float]) -> str:
 
 
 def evaluate(model: Any, env: Any, episodes: int, deterministic: bool = True) -> tuple[list[float], list[int]]:
-    """Per-episode full-game returns and lengths (SB3's evaluate_policy, Monitor's episode info)."""
+    """Per-episode full-game returns and lengths (SB3's evaluate_policy, Monitor's episode info).
+
+    A recurrent policy's LSTM state is carried from step to step and reset at each episode start
+    (``evaluate_policy`` hands ``predict`` the state it returned and the episode starts); with UNREAL's
+    LSTM inputs each step's reward is written into them too (``evaluation_reward_feeder``)."""
     returns, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic,
-                                       return_episode_rewards=True, warn=True)
+                                       return_episode_rewards=True, warn=True,
+                                       callback=evaluation_reward_feeder(model))
     return [float(r) for r in returns], [int(n) for n in lengths]
 
 

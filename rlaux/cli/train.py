@@ -19,7 +19,7 @@ from rlaux.tasks import available as available_tasks
 
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``train_agent.py [train]``."""
-    p = OneLineErrorParser(prog="train_agent.py", description="Train an SB3 PPO/A2C agent with auxiliary tasks.")
+    p = OneLineErrorParser(prog="train_agent.py", description="Train an SB3 PPO/A2C or sb3-contrib RecurrentPPO (ppo_lstm) agent with auxiliary tasks.")
     p.add_argument("--env", default="Atari", help="env preset (Atari, MinAtar, MiniWorld, ...) or a Gymnasium id; default Atari")
     p.add_argument("--game", default=None, help="game of the preset (Atari: Breakout, Pong, ...; MinAtar: Breakout, Asterix, ...)")
     p.add_argument("--algo", choices=list(ALGORITHMS), default=None, help="algorithm (default: the agent preset's, else ppo)")

@@ -2,7 +2,7 @@
 
 - :mod:`rlaux.run.config`: ``RunConfig`` (the flags), ``resolve`` (checks and merges them with
   the presets into a ``ResolvedRun``, the run's ``config.json``), ``load_run``.
-- :mod:`rlaux.run.model`: ``build_model``, the AuxPPO/AuxA2C of a resolved run.
+- :mod:`rlaux.run.model`: ``build_model``, the AuxPPO/AuxA2C/AuxRecurrentPPO of a resolved run.
 - :mod:`rlaux.run.pretrained`: a saved model to go on training (``-i/--trained-agent``).
 - :mod:`rlaux.run.train`: ``train`` and ``resume``.
 - :mod:`rlaux.run.checkpoint`: the checkpoint layout, saving, checking and loading.

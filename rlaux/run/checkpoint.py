@@ -13,6 +13,10 @@ Layout, under the run folder::
                                       every other file (a truncated file is detected)
             tasks.pt                  each task's extra state (``AuxTask.state_dict``), tensors only,
                                       read with ``torch.load(weights_only=True)``
+            rollout.pt                what the next rollout continues from beyond SB3's ``_last_obs``
+                                      (``rollout_state()``: the LSTM states of ppo_lstm, which
+                                      sb3-contrib leaves out of its model file), tensors only; only
+                                      for models that have such state
             replay.npz                the auxiliary replay (only with ``--save-replay``), numpy arrays
                                       only, read with ``np.load(allow_pickle=False)``
         .tmp-...                      a checkpoint being written (removed on the next save)
@@ -50,7 +54,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
 from rlaux import __version__
-from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO
+from rlaux.algorithms import ALGORITHMS, AuxAlgorithmMixin
 from rlaux.errors import ConfigError
 from rlaux.run.env_state import capture_env_state, monitor_rows, restore_env_state, rng_state, set_rng_state
 from rlaux.run.files import fsync_dir, fsync_file, sha256_of
@@ -83,7 +87,7 @@ def _spaces(model: Any) -> dict[str, str]:
 
 
 def save_checkpoint(
-    model: AuxPPO | AuxA2C,
+    model: AuxAlgorithmMixin,
     run_dir: Path,
     *,
     keep: int = 3,
@@ -110,6 +114,9 @@ def save_checkpoint(
         model.env_state = None
 
     th.save({task.name: task.state_dict() for task in model.aux_tasks}, tmp / "tasks.pt")
+    rollout = model.rollout_state()
+    if rollout:
+        th.save(rollout, tmp / "rollout.pt")
     replay = model.aux_replay
     if save_replay and replay is not None:
         with open(tmp / "replay.npz", "wb") as f:
@@ -218,10 +225,11 @@ def load_checkpoint(
     device: str = "auto",
     state: dict[str, Any] | None = None,
     logger: Logger | None = None,
-) -> AuxPPO | AuxA2C:
+) -> AuxAlgorithmMixin:
     """Rebuild the model of a checkpoint on ``env``, with everything a run needs to continue.
 
-    Restores: model and optimizer, SB3's counters and the model's ``iterations``, task states,
+    Restores: model and optimizer, SB3's counters and the model's ``iterations``, task states, the
+    rollout state (LSTM states),
     the replay (when saved), the env state (DummyVecEnv; else the envs are reset with seed
     ``seed + num_timesteps``), the update guard's count and, last of all, the RNG states.
     ``state``: the checkpoint's ``read_state``, if already read. ``logger``: given, the model
@@ -253,6 +261,15 @@ def load_checkpoint(
     for task in model.aux_tasks:
         if task.name in tasks:
             task.load_state_dict(tasks[task.name])
+    if model.rollout_state():
+        rollout_file = path / "rollout.pt"
+        if "rollout.pt" not in state.get("files", {}):
+            raise CheckpointError(f"checkpoint {path}: a {algo} model needs rollout.pt (its LSTM states), which is missing")
+        try:
+            model.load_rollout_state(th.load(rollout_file, weights_only=True))
+        except Exception as err:  # noqa: BLE001 - unpickling and shape errors of all kinds
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise CheckpointError(f"checkpoint {rollout_file}: cannot be used ({type(err).__name__}: {first})") from None
 
     env_state, model.env_state = model.env_state, None
     if not restore_env_state(env, env_state):

@@ -28,6 +28,7 @@ from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.networks import sb3_policy_kwargs
 from rlaux.presets import load_preset
+from rlaux.replay import LSTM_STATE_DTYPES
 from rlaux.run.pretrained import FLAG, aux_settings, load_trained_agent
 from rlaux.tasks import BUNDLES, TASKS, AuxTask, make_tasks, parse_names, variant_label
 from rlaux.tasks.base import check_weight
@@ -210,7 +211,9 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where} must be true or false")
         elif key == "policy_kwargs" and not isinstance(value, Mapping):
             problems.append(f"{where} must be a table/dict")
-    if algo == "ppo" and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
+        elif key == "aux_lstm_state_dtype" and value not in LSTM_STATE_DTYPES:
+            problems.append(f"{where} must be one of {', '.join(LSTM_STATE_DTYPES)}")
+    if algo in ("ppo", "ppo_lstm") and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
             and hyperparams.get("normalize_advantage", True):
         problems.append("hyperparameter batch_size=1 cannot normalise advantages (PPO needs batch_size > 1)")
     if not problems:
@@ -287,10 +290,10 @@ def resolve(config: RunConfig) -> ResolvedRun:
     aux_task_kwargs = {k: v for k, v in (agent or {}).get("aux_task_kwargs", {}).items() if k in aux}
     # validates task names, constructor arguments and weights
     aux_weighting = {**(agent or {}).get("aux_weighting", {}), **config.aux_weighting}
-    tasks = attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, algo, aux_task_kwargs,
-                    aux_weighting if aux_known else {})
+    tasks = attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, ALGORITHMS[algo].weights_like,
+                    aux_task_kwargs, aux_weighting if aux_known else {})
     if tasks and spec is not None:
-        attempt(_check_tasks_on_env, tasks, spec)
+        attempt(_check_tasks_on_env, tasks, spec, ALGORITHMS[algo].recurrent)
     elif config.env_kwargs and spec is not None:  # bad env kwargs fail here, before anything is written
         attempt(_spaces_of, spec)
     hyperparams = {**(_hyperparams_for(agent, spec.kind) if agent and spec else {}), **config.hyperparams}
@@ -350,10 +353,10 @@ def _spaces_of(spec: EnvSpec) -> tuple[spaces.Space, spaces.Space]:
     return _env_spaces(json.dumps(spec.to_dict(), sort_keys=True, default=str))
 
 
-def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec) -> None:
+def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec, recurrent: bool) -> None:
     """The algorithm's task checks, on the spaces of the env ``spec`` builds."""
     observation_space, action_space = _spaces_of(spec)
-    check_tasks(tasks, observation_space, action_space)
+    check_tasks(tasks, observation_space, action_space, recurrent)
 
 
 @functools.lru_cache(maxsize=256)
@@ -381,7 +384,10 @@ def agent_preset(name: str) -> dict[str, Any]:
         base = agent_preset(preset["base"])
         hyper = {**base.get("hyperparams", {})}
         for kind, values in preset.get("hyperparams", {}).items():
-            hyper[kind] = {**hyper.get(kind, {}), **values}
+            merged = {**hyper.get(kind, {}), **values}
+            if "policy_kwargs" in values:  # key by key, so a preset can add one network option to its base's
+                merged["policy_kwargs"] = {**hyper.get(kind, {}).get("policy_kwargs", {}), **values["policy_kwargs"]}
+            hyper[kind] = merged
         preset = {**base, **preset, "hyperparams": hyper}
     if preset.get("algo") not in ALGORITHMS:
         raise ConfigError(f"agent preset '{name}' has algo {preset.get('algo')!r}, not one of {', '.join(ALGORITHMS)}")

@@ -1,6 +1,6 @@
 """A saved model to go on training (rl-zoo3's ``-i/--trained-agent``): loading it, and what it brings.
 
-``train_agent.py -i MODEL.zip --env ... -n N`` trains the AuxPPO/AuxA2C saved in ``MODEL.zip``
+``train_agent.py -i MODEL.zip --env ... -n N`` trains the AuxPPO/AuxA2C/AuxRecurrentPPO saved in ``MODEL.zip``
 for ``N`` more env steps on the env the flags name, in a new run folder. The model keeps its
 algorithm, network, aux tasks with their weights and weightings, and its hyperparameters;
 ``--hyperparams`` given as flags replace some of them (as in rl-zoo3). The new run counts its
@@ -15,26 +15,31 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO
+from rlaux.algorithms import ALGORITHMS, AuxAlgorithmMixin
 from rlaux.errors import ConfigError
 
 FLAG = "-i/--trained-agent"
 
 
 def saved_algo(path: str | os.PathLike) -> str | None:
-    """``"ppo"`` or ``"a2c"`` from a model zip's saved attributes (PPO saves ``n_epochs``, A2C does not);
+    """The algorithm (a key of ``ALGORITHMS``) of a model zip: its saved ``algo_name``; for files saved
+    before rlaux kept it, ``"ppo"`` or ``"a2c"`` from its attributes (PPO saves ``n_epochs``, A2C does not).
     None where they cannot be read."""
     try:
         with zipfile.ZipFile(path) as archive:
-            keys = set(json.loads(archive.read("data").decode()))
+            data = json.loads(archive.read("data").decode())
     except Exception:  # noqa: BLE001 - a bad file is reported by the loader
         return None
-    return "ppo" if "n_epochs" in keys else "a2c"
+    if not isinstance(data, dict):
+        return None
+    if data.get("algo_name") in ALGORITHMS:
+        return data["algo_name"]
+    return "ppo" if "n_epochs" in data else "a2c"
 
 
 def load_trained_agent(path: str | os.PathLike, algo: str | None = None, env: Any = None, device: str = "cpu",
-                       **kwargs: Any) -> AuxPPO | AuxA2C:
-    """The AuxPPO/AuxA2C saved in ``path`` (SB3's ``load``: on ``env`` if given, ``kwargs`` replacing
+                       **kwargs: Any) -> AuxAlgorithmMixin:
+    """The model saved in ``path`` (SB3's ``load``: on ``env`` if given, ``kwargs`` replacing
     saved attributes). ``algo`` is checked against the file's. A missing, corrupt or foreign file,
     or an env it cannot play, is a one-line ConfigError."""
     where = f"{FLAG} {path}"
@@ -56,7 +61,7 @@ def load_trained_agent(path: str | os.PathLike, algo: str | None = None, env: An
             from None
 
 
-def aux_settings(model: AuxPPO | AuxA2C) -> tuple[list[str], dict[str, float], dict[str, str]]:
+def aux_settings(model: AuxAlgorithmMixin) -> tuple[list[str], dict[str, float], dict[str, str]]:
     """The model's aux task names, their weights, and their weightings other than fixed (as
     ``--aux``, ``--aux-weight`` and ``--aux-weighting`` would give them)."""
     tasks = list(model.aux_tasks)

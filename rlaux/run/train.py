@@ -30,7 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
-from rlaux.algorithms import AuxA2C, AuxPPO
+from rlaux.algorithms import AuxAlgorithmMixin, evaluation_reward_feeder
 from rlaux.envs import make_vec_env
 from rlaux.errors import ConfigError
 from rlaux.objective import NonFiniteUpdates
@@ -123,7 +123,17 @@ def _make_logger(run: ResolvedRun, resume_step: int | None) -> Logger:
     return make_logger(run.run_dir, verbose=config.verbose, tensorboard_dir=tensorboard_dir, resume_step=resume_step)
 
 
-def _learn(run: ResolvedRun, model: AuxPPO | AuxA2C, env: VecEnv, steps: int, reset_num_timesteps: bool) -> Path:
+class EvalWithRewards(EvalCallback):
+    """SB3's ``EvalCallback``; a policy with UNREAL's LSTM inputs also gets each step's reward."""
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        feed = evaluation_reward_feeder(self.model)
+        if feed is not None:
+            feed(locals_, globals_)
+        super()._log_success_callback(locals_, globals_)
+
+
+def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, reset_num_timesteps: bool) -> Path:
     """``model.learn`` with the run's callbacks; a signal or too many non-finite updates end it
     with a checkpoint and ``SystemExit``; a finished run saves ``final_model.zip``."""
     config = run.config
@@ -132,9 +142,9 @@ def _learn(run: ResolvedRun, model: AuxPPO | AuxA2C, env: VecEnv, steps: int, re
     callbacks: list[BaseCallback] = [saver]
     if config.eval_freq:
         eval_env = make_vec_env(run.env_spec, n_envs=1, seed=config.seed + 10_000, vec_env="dummy", training=False)
-        callbacks.append(EvalCallback(eval_env, n_eval_episodes=config.eval_episodes,
-                                      eval_freq=max(config.eval_freq // run.n_envs, 1),
-                                      best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
+        callbacks.append(EvalWithRewards(eval_env, n_eval_episodes=config.eval_episodes,
+                                         eval_freq=max(config.eval_freq // run.n_envs, 1),
+                                         best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
     how = f"python train_agent.py --resume {run.run_dir}"
     try:
         with StopOnSignal(model) as stopper:

@@ -22,7 +22,7 @@ from torch import nn
 from rlaux.errors import ConfigError
 from rlaux.networks import conv_trunk
 from rlaux.policy import AuxActorCriticPolicy
-from rlaux.replay import ReplayBatch, ReplayRequest
+from rlaux.replay import LSTM_STARTS, ReplayBatch, ReplayRequest
 from rlaux.weighting import Fixed, Weighting
 
 Metrics = dict[str, th.Tensor]
@@ -44,8 +44,12 @@ class AuxTask(ABC):
     #: True: the task's gradient reaches the actor's or critic's own layers (``mlp_extractor``,
     #: ``action_net``, ``value_net``), not only the shared encoder and the task's head.
     trains_actor_critic: ClassVar[bool] = False
+    #: Why the task cannot work with a recurrent policy (``AuxRecurrentPPO``); empty when it can.
+    not_recurrent_because: ClassVar[str] = ""
     #: Share of training done, in [0, 1]; the algorithm sets it before each ``train()``.
     progress: float = 0.0
+    #: Whether the policy it trains has an LSTM (set by ``configure``).
+    recurrent: bool = False
 
     def __init__(self, weight: float | None = None) -> None:
         if weight is not None:
@@ -62,17 +66,20 @@ class AuxTask(ABC):
         """Raise ConfigError when the task cannot work with these spaces.
 
         The algorithm calls it once, before the policy builds the heads: ``build_head`` may
-        take for granted what ``check`` accepts (image shape, action-space type, ...)."""
+        take for granted what ``check`` accepts (image shape, action-space type, ...).
+        Whether it can train a recurrent policy is ``not_recurrent_because``, checked beside it."""
         if self.requires_image and not is_image(observation_space):
             raise ConfigError(
                 f"aux task '{self.name}' needs image observations (uint8 [C, H, W]), "
                 f"but the env gives {observation_space}; use it with an image env such as Atari or MinAtar"
             )
 
-    def configure(self, *, gamma: float, **_: object) -> None:  # noqa: B027 - optional hook, no-op by default
+    def configure(self, *, gamma: float, recurrent: bool = False, **_: object) -> None:
         """Receive facts about the agent that trains the task (called by the algorithm's
         ``_setup_model``, after the policy and its heads exist). ``gamma``: the agent's
-        discount. No-op by default; unknown keywords are ignored so that more can be added."""
+        discount; ``recurrent``: whether its policy has an LSTM (kept in :attr:`recurrent`).
+        Unknown keywords are ignored so that more can be added; overrides call this one."""
+        self.recurrent = bool(recurrent)
 
     def replay_request(self) -> ReplayRequest | None:
         """The sequences this task samples each update; ``None`` if it uses no replay."""
@@ -138,6 +145,26 @@ def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: AuxActor
             ParameterFreeEncoderWarning,
             stacklevel=2,
         )
+
+
+#: Burn-in steps of tasks that replay sequences through a recurrent policy's LSTM (R2D2 used 40 of 80
+#: steps; here sequences are 20 steps, UNREAL's): provisional until the maze comparison is measured.
+DEFAULT_BURN_IN = 5
+
+
+def lstm_window(task: AuxTask) -> dict[str, object]:
+    """The ``ReplayRequest`` fields of a task with ``lstm_start`` and ``burn_in`` (none for a feed-forward policy)."""
+    if not task.recurrent:
+        return {}
+    return {"recurrent": True, "lstm_start": task.lstm_start, "burn_in": task.burn_in}  # type: ignore[attr-defined]
+
+
+def check_lstm_window(task_name: str, lstm_start: str, burn_in: int) -> None:
+    """ConfigError unless ``lstm_start`` is one of ``LSTM_STARTS`` and ``burn_in`` a non-negative integer."""
+    if lstm_start not in LSTM_STARTS:
+        raise ConfigError(f"{task_name} lstm_start must be one of {', '.join(LSTM_STARTS)}, got {lstm_start!r}")
+    if not isinstance(burn_in, int) or isinstance(burn_in, bool) or burn_in < 0:
+        raise ConfigError(f"{task_name} burn_in must be an integer >= 0, got {burn_in!r}")
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:

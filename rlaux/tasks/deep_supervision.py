@@ -87,6 +87,7 @@ class DeepSupervision(AuxTask):
     requires_image = True
     uses_minibatch = True
     default_weights = {"ppo": 0.3, "a2c": 0.3}  # GoogLeNet's auxiliary classifiers
+    not_recurrent_because = "trains on SB3's on-policy minibatch, which sb3-contrib's recurrent rollout buffer does not show"
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ class DrAC(AuxTask):
     uses_minibatch = True
     trains_actor_critic = True  # the actor's and critic's own layers
     default_weights = {"ppo": 0.1, "a2c": 0.1}  # the paper's alpha_r
+    not_recurrent_because = "asks the policy for actions and values of single observations, without an LSTM state"
 
     def __init__(self, weight: float | None = None, pad: int | None = None) -> None:
         super().__init__(weight)

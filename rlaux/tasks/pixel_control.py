@@ -35,6 +35,12 @@ the earlier ones bootstrap from max_a Q(s_{T-1}) instead (``functional.n_step_q_
 So no pseudo-reward and no bootstrap crosses an episode boundary. The bootstrap
 comes from the online network, detached. The request equals value replay's, so
 the two tasks share one replay batch and one encoder pass.
+
+What the head reads: the policy's ``core_sequences``, i.e. the shared encoder's
+features for a feed-forward policy and the actor's LSTM output for a recurrent
+one (UNREAL's pixel control sits on the LSTM). Through the LSTM, the sequence
+starts from the state stored ``burn_in`` steps before it (``lstm_start="stored"``)
+or from zeros (``"zeros"``), as value replay's; burn-in steps get no loss.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from torch import nn
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics
+from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_lstm_window, lstm_window
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
@@ -127,6 +133,8 @@ class PixelControl(AuxTask):
     :param gamma: the control policies' discount (UNREAL: 0.9, not the agent's).
     :param seq_len: steps per replayed sequence (UNREAL: up to 20).
     :param batch_size: sequences per update.
+    :param lstm_start: recurrent policies only: ``"stored"`` or ``"zeros"`` (see value replay).
+    :param burn_in: recurrent policies only: steps run through the LSTM before the sequence, without loss.
     """
 
     name = "pixel_control"
@@ -142,8 +150,11 @@ class PixelControl(AuxTask):
         gamma: float = 0.9,
         seq_len: int = 20,
         batch_size: int = 2,
+        lstm_start: str = "stored",
+        burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
         super().__init__(weight)
+        check_lstm_window(self.name, lstm_start, burn_in)
         if cell_size is not None and (not isinstance(cell_size, int) or cell_size < 1):
             raise ConfigError(f"pixel_control cell_size must be a positive integer or None, got {cell_size!r}")
         if border is not None and (not isinstance(border, int) or border < 0):
@@ -157,6 +168,8 @@ class PixelControl(AuxTask):
         self.gamma = gamma
         self.seq_len = seq_len
         self.batch_size = batch_size
+        self.lstm_start = lstm_start
+        self.burn_in = burn_in
 
     def geometry(self, observation_space: spaces.Box) -> tuple[int, int, int, int, int]:
         """(cell_size, top, left, grid_h, grid_w) for image observations [C, H, W]; ConfigError if none fits."""
@@ -181,12 +194,13 @@ class PixelControl(AuxTask):
         # Up to seq_len steps (shorter ones masked), possibly ending an episode (n_step_q_loss
         # then stops before it). The same request as value_replay's: one batch, one encoder pass.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1,
+            **lstm_window(self),
         )
 
     def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
         _, _, _, gh, gw = self.geometry(policy.observation_space)
-        return PixelControlHead(policy.features_dim, int(policy.action_space.n), (gh, gw))
+        return PixelControlHead(policy.core_dim, int(policy.action_space.n), (gh, gw))
 
     def pseudo_rewards(self, batch: ReplayBatch, observation_space: spaces.Box) -> th.Tensor:
         """[B, T, grid_h, grid_w] pseudo-rewards of the newest frame of each replayed observation."""
@@ -198,7 +212,7 @@ class PixelControl(AuxTask):
 
     def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         rewards = self.pseudo_rewards(batch, policy.observation_space)
-        features = policy.encode_sequences(batch)  # [B, T+1, F]
+        features = policy.core_sequences(batch)  # [B, T+1, F]: encoder features, or the LSTM output
         q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, A, gh, gw]
         loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
         metrics = {

@@ -9,6 +9,13 @@ own value head onto n-step returns computed backwards from the last step,
 with the bootstrap V(s_T) from the current network, detached. The loss is
 0.5 * squared error averaged over the steps, like the agent's own value loss.
 
+Recurrent policies (``AuxRecurrentPPO``): the values come from the recurrent
+value head, the sequence run through the critic's LSTM (the policy's
+``values_of_sequences``), from the LSTM state stored with the step ``burn_in``
+steps before the sequence (R2D2; ``lstm_start="stored"``, the default) or from
+zeros (UNREAL; ``lstm_start="zeros"``). Burn-in steps are run without gradient
+and get no loss.
+
 Discount: the agent's ``gamma`` (the algorithm passes it through
 ``AuxTask.configure``), unless one is given explicitly.
 
@@ -29,7 +36,7 @@ import torch as th
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics
+from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_lstm_window, lstm_window
 from rlaux.tasks.functional import n_step_returns
 
 
@@ -45,6 +52,9 @@ class ValueReplay(AuxTask):
     :param seq_len: steps per sequence (UNREAL: up to 20).
     :param batch_size: sequences per update.
     :param gamma: discount; ``None`` (the default) takes the agent's.
+    :param lstm_start: recurrent policies only: where the LSTM starts, ``"stored"`` (the state the
+        policy had, ``burn_in`` steps before the sequence) or ``"zeros"``.
+    :param burn_in: recurrent policies only: steps run through the LSTM before the sequence, without loss.
     """
 
     name = "value_replay"
@@ -58,8 +68,11 @@ class ValueReplay(AuxTask):
         seq_len: int = 20,
         batch_size: int = 2,
         gamma: float | None = None,
+        lstm_start: str = "stored",
+        burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
         super().__init__(weight)
+        check_lstm_window(self.name, lstm_start, burn_in)
         if seq_len < 1 or batch_size < 1:
             raise ConfigError(
                 f"value_replay needs seq_len >= 1 and batch_size >= 1, got seq_len={seq_len}, batch_size={batch_size}"
@@ -69,9 +82,12 @@ class ValueReplay(AuxTask):
         self.seq_len = seq_len
         self.batch_size = batch_size
         self.gamma = gamma
+        self.lstm_start = lstm_start
+        self.burn_in = burn_in
         self.agent_gamma: float | None = None
 
-    def configure(self, *, gamma: float, **_: object) -> None:
+    def configure(self, *, gamma: float, **facts: object) -> None:
+        super().configure(gamma=gamma, **facts)
         self.agent_gamma = float(gamma)
 
     @property
@@ -86,7 +102,8 @@ class ValueReplay(AuxTask):
     def replay_request(self) -> ReplayRequest:
         # "Up to seq_len" steps: sequences that start fewer steps after their episode began are masked.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
+            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1,
+            **lstm_window(self),
         )
 
     def loss(self, policy: AuxActorCriticPolicy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
