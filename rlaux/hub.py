@@ -40,12 +40,15 @@ from typing import Any
 
 import stable_baselines3 as sb3
 
-from rlaux.algorithms import AuxA2C, AuxPPO
+from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
 from rlaux.errors import ConfigError, import_optional
 from rlaux.evaluate import check_options, evaluate_run, load_model, record_video, resolve_target, spec_for
 from rlaux.run.files import atomic_write_bytes
 
 VIDEO_NOTE = 'no replay video: moviepy is not installed (pip install "rlaux[video]")'
+#: The libraries an rlaux algorithm extends one of: top-level module -> (name, address).
+LIBRARIES = {"stable_baselines3": ("Stable-Baselines3", "https://github.com/DLR-RM/stable-baselines3"),
+             "sb3_contrib": ("sb3-contrib", "https://github.com/Stable-Baselines-Team/stable-baselines3-contrib")}
 #: The files of a package besides the model zip.
 PACKAGE_FILES = ("config.json", "results.json", "README.md", "replay.mp4")
 
@@ -104,9 +107,9 @@ _CARD = """---
 
 # {{ algo_class }} with auxiliary tasks playing {{ env_id }}
 
-This is an **{{ algo_class }}** agent ({{ algo | upper }} of [Stable-Baselines3](https://github.com/DLR-RM/stable-baselines3)
+This is an **{{ algo_class }}** agent ({{ base_class }} of [{{ library }}]({{ library_url }})
 with auxiliary tasks) trained on **{{ env_id }}** for {{ timesteps }} env steps with
-**rlaux** (UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C).
+**rlaux** (UNREAL-style auxiliary tasks for Stable-Baselines3's PPO and A2C and sb3-contrib's RecurrentPPO).
 
 ## Auxiliary tasks
 
@@ -115,7 +118,7 @@ with auxiliary tasks) trained on **{{ env_id }}** for {{ timesteps }} env steps 
 | task | weight | weighting |
 |---|---|---|
 {% for task in tasks %}| `{{ task.name }}` | {{ task.weight }} | {{ task.weighting }} |
-{% endfor %}{% else %}None: this agent is a plain {{ algo | upper }} baseline.
+{% endfor %}{% else %}None: this agent is a plain {{ base_class }} baseline.
 {% endif %}
 ## Evaluation
 
@@ -151,14 +154,25 @@ Hyperparameters: `{{ hyperparams }}`; {{ n_envs }} envs, seed {{ seed }}.
 """
 
 
-def _model_card(hub: ModuleType, agent: AuxPPO | AuxA2C, config: dict[str, Any], results: dict[str, Any],
-                repo_id: str, model_file: str, video: bool) -> Any:
+def base_algorithm(agent: AuxPPO | AuxA2C | AuxRecurrentPPO) -> tuple[str, str, str]:
+    """(class, library, address) of the algorithm ``agent`` extends: ``PPO`` of Stable-Baselines3,
+    ``RecurrentPPO`` of sb3-contrib, ..."""
+    for cls in type(agent).__mro__:
+        library = LIBRARIES.get(cls.__module__.split(".")[0])
+        if library:
+            return (cls.__name__, *library)
+    return (type(agent).__name__, *LIBRARIES["stable_baselines3"])
+
+
+def _model_card(hub: ModuleType, agent: AuxPPO | AuxA2C | AuxRecurrentPPO, config: dict[str, Any],
+                results: dict[str, Any], repo_id: str, model_file: str, video: bool) -> Any:
     """The README.md model card (huggingface_hub's ``ModelCard``), with huggingface_sb3's metadata
     (library, tags, ``model-index`` from ``metadata_eval_result``) plus rlaux's tags. The tasks and
     their weights are the model's own (defaults filled in), the weighting specs the run's."""
     from huggingface_hub.repocard import metadata_eval_result
 
     algo_class = type(agent).__name__
+    base_class, library, library_url = base_algorithm(agent)
     env_id = config["env_id"]
     weighting = config.get("aux_weighting", {})
     tasks = [{"name": task.name, "weight": f"{task.weight:g}",
@@ -169,11 +183,12 @@ def _model_card(hub: ModuleType, agent: AuxPPO | AuxA2C, config: dict[str, Any],
         metrics_pretty_name="mean_reward", metrics_id="mean_reward",
         metrics_value=f"{results['mean_reward']:.2f} +/- {results['std_reward']:.2f}",
         dataset_pretty_name=env_id, dataset_id=env_id)
-    tags = [env_id, "deep-reinforcement-learning", "reinforcement-learning", "stable-baselines3", "rlaux",
-            "auxiliary-tasks", *aux]
+    tags = [env_id, "deep-reinforcement-learning", "reinforcement-learning", "stable-baselines3",
+            *(["sb3-contrib"] if library == "sb3-contrib" else []), "rlaux", "auxiliary-tasks", *aux]
     card_data = hub.ModelCardData(library_name="stable-baselines3", tags=tags, **eval_result)
     return hub.ModelCard.from_template(
-        card_data, template_str=_CARD, algo_class=algo_class, algo=config["algo"], env_id=env_id, tasks=tasks,
+        card_data, template_str=_CARD, algo_class=algo_class, base_class=base_class, library=library,
+        library_url=library_url, env_id=env_id, tasks=tasks,
         timesteps=results["num_timesteps"], mean=results["mean_reward"], std=results["std_reward"],
         median=results["median_reward"], min=results["min_reward"], max=results["max_reward"],
         episodes=results["n_eval_episodes"], deterministic=results["is_deterministic"], video=video,
@@ -320,7 +335,7 @@ def load_from_hub(
     *,
     local_dir: str | os.PathLike | None = None,
     device: str = "auto",
-) -> AuxPPO | AuxA2C:
+) -> AuxPPO | AuxA2C | AuxRecurrentPPO:
     """The AuxPPO/AuxA2C of the Hub repository ``repo_id``, with its auxiliary tasks and heads.
 
     ``filename``: the model file (default: the one the package's config.json names). Downloads

@@ -132,6 +132,28 @@ def test_variant_of_a_run_is_its_aux_label_else_the_task_label() -> None:
     assert variant_label({"aux": []}) == variant_label({}) == "none"
 
 
+def test_runs_of_several_algorithms_are_labelled_with_their_algorithm(tmp_path: Path) -> None:
+    from rlaux.compare.report import build_report, resolve_baseline
+    from rlaux.compare.results import load_runs, split_algorithm
+
+    root = tmp_path / "runs"
+    for algo, variant in [("ppo_lstm", "none"), ("ppo_lstm", "unreal"), ("ppo", "unreal")]:
+        write_run(root, f"{algo}-{variant}", baseline_returns(1), variant=variant, seed=1, extra_config={"algo": algo})
+    loaded = load_runs([root])
+    assert loaded.warnings == []  # ppo unreal and ppo_lstm unreal are two variants, not duplicates
+    assert sorted(r.variant for r in loaded.runs) == ["ppo:unreal", "ppo_lstm:none", "ppo_lstm:unreal"]
+    assert sorted(r.variant for r in load_runs([root / "ppo_lstm-none", root / "ppo_lstm-unreal"]).runs) == \
+        ["none", "unreal"]  # one algorithm: the bare labels
+    assert split_algorithm("ppo_lstm:none") == ("ppo_lstm", "none")
+    assert split_algorithm("reward_pred@linear:1:0:0.5") == (None, "reward_pred@linear:1:0:0.5")
+    variants = ["ppo:none", "ppo_lstm:none", "ppo_lstm:unreal"]
+    assert resolve_baseline("ppo_lstm:unreal", variants) == resolve_baseline("unreal", variants) == "ppo_lstm:unreal"
+    with pytest.raises(ConfigError, match="several algorithms; name one: ppo:none, ppo_lstm:none"):
+        resolve_baseline("none", variants)
+    text = build_report([str(root)], str(tmp_path / "out"), reps=REPS).read_text()  # default baseline none
+    assert "(baseline: `ppo_lstm:none`)" in text and "| ppo:unreal |" in text
+
+
 def test_curves_csv_is_tidy(sweep_dir: Path, tmp_path: Path) -> None:
     from rlaux.compare.results import curves_frame, load_runs, write_curves_csv
 
@@ -370,6 +392,19 @@ def test_build_train_command_is_pure() -> None:
         "2",
     ]
     assert "--game" not in build_train_command(SweepJob("MinAtar", None, "none", 0, 10), "x")
+
+
+def test_a_variant_of_its_own_algorithm_names_it_in_command_and_folder() -> None:
+    from rlaux.compare.sweep import SweepGrid, build_train_command
+
+    jobs = SweepGrid(["MinAtar"], ["ppo_lstm:unreal", ("ppo", "unreal"), "none"], 1, 100).jobs()
+    assert [(j.algo, j.variant_key, j.run_name) for j in jobs] == [
+        ("ppo_lstm", "ppo_lstm:unreal", "MinAtar__ppo_lstm__unreal__s0"),
+        ("ppo", "ppo:unreal", "MinAtar__ppo__unreal__s0"),
+        (None, "none", "MinAtar__none__s0"),
+    ]
+    assert build_train_command(jobs[0], "x")[6:10] == ["--aux", "unreal", "--algo", "ppo_lstm"]
+    assert "--algo" not in build_train_command(jobs[2], "x")
 
 
 def test_sweep_grid_validation() -> None:

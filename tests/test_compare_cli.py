@@ -33,6 +33,9 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
         (["--env", "MinAtar", "--timesteps", "100", "--", "--seed", "3"], "set by the sweep"),
         (["--env", "MinAtar", "--timesteps", "100", "--", "--bogus"], "bad train flag after '--'"),
         (["--env", "MinAtar", "--aux", "reward_pred", "--baseline", "none", "--timesteps", "100"], "--baseline"),
+        (["--env", "MinAtar", "--algo", "ppo,dqn", "--timesteps", "100"], "unknown algorithm 'dqn' in --algo"),
+        (["--env", "MinAtar", "--algo", "ppo,ppo_lstm", "--baseline", "none", "--timesteps", "100"],
+         "--baseline 'none' is run with several algorithms; name one: ppo:none, ppo_lstm:none"),
         (["--env", "MinAtar"], "--timesteps is required"),
         (["--suite", "atari1m"], "unknown suite 'atari1m'"),
         (["--from", "/nonexistent/folder"], "does not exist"),
@@ -60,6 +63,8 @@ def test_parse_seeds_and_variants() -> None:
     assert parse_variants("none,reward_pred+pixel_control,unreal") == ["none", "reward_pred,pixel_control", "unreal"]
     assert variant_label("unreal") == "reward_pred+value_replay+pixel_control"
     assert variant_label("none") == "none"
+    assert parse_variants("none,ppo:reward_pred+pixel_control", ["a2c", "ppo_lstm"]) == [
+        "a2c:none", "ppo_lstm:none", "ppo:reward_pred,pixel_control"]
 
 
 def test_plan_study_without_the_cli(tmp_path) -> None:
@@ -71,6 +76,12 @@ def test_plan_study_without_the_cli(tmp_path) -> None:
     assert {j.seed for j in plan.jobs} == {0, 3} and plan.games == ["Breakout", "Asterix"]
     plan = plan_study(env="MinAtar", aux="unreal,reward_pred", timesteps=100, resolve_jobs=lambda jobs: {"unreal": "U"})
     assert plan.baseline == "U"  # the first variant, named as its runs will record it
+    plan = plan_study(env="MinAtar", aux="ppo_lstm:none,ppo_lstm:unreal", timesteps=100)  # one algorithm: old names
+    assert [j.run_name for j in plan.jobs][:2] == ["MinAtar__none__s0", "MinAtar__none__s1"]
+    assert all(j.algo is None and j.extra_args[-2:] == ("--algo", "ppo_lstm") for j in plan.jobs)
+    plan = plan_study(env="MinAtar", aux="none,a2c:none", timesteps=100, seeds="1")  # none: train's default, ppo
+    assert [j.run_name for j in plan.jobs] == ["MinAtar__ppo__none__s0", "MinAtar__a2c__none__s0"]
+    assert plan.baseline == "ppo:none"
     assert not (tmp_path / "p").exists()
 
 
@@ -156,6 +167,75 @@ def test_suite_atari5_with_fake_launch(tmp_path, capsys, monkeypatch) -> None:
     assert set(scores["final"]) == {1000.0, 1001.0, 1100.0, 1101.0}  # the evaluation, not the training episodes
     assert (out_dir / "figures" / "atari100k_iqm.png").is_file()
     assert "sample efficiency" in out and "reward_pred" in out
+
+
+# ---------------------------------------------------------------- several algorithms (no training)
+
+
+def _fake_minatar_run(command: list[str]) -> int:
+    """Stands in for a training: a finished run folder whose config names the run's algorithm."""
+    from rlaux.tasks import parse_names, variant_label
+
+    arg = {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i].startswith("--")}
+    run_dir = Path(arg["--log-dir"]) / arg["--run-name"]
+    (run_dir / "monitor").mkdir(parents=True)
+    budget, seed, aux = int(arg["--timesteps"]), int(arg["--seed"]), parse_names(arg["--aux"])
+    config = {"env": arg["--env"], "game": arg["--game"], "algo": arg["--algo"], "aux": aux,
+              "aux_label": variant_label(aux), "seed": seed, "timesteps": budget}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    bonus = len(aux) + (0.5 if arg["--algo"] == "ppo" else 0.0)
+    with (run_dir / "monitor" / "0.monitor.csv").open("w") as f:
+        f.write('#{"t_start": 0.0, "env_id": "x"}\nr,l,t\n')
+        for i in range(1, 21):
+            f.write(f"{i + seed + bonus},{budget // 20},{i}\n")
+    (run_dir / "final_model.zip").write_bytes(b"zip")
+    return 0
+
+
+def test_a_study_of_several_algorithms_dry_run_report_resume_and_from(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 13: ppo_lstm none vs ppo_lstm unreal vs ppo unreal, in one report."""
+    import pandas as pd
+
+    import rlaux.compare.study
+
+    launched: list[list[str]] = []
+
+    def fake_launch(command, env, log_path):
+        launched.append(command)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("fake\n")
+        return _fake_minatar_run(command)
+
+    monkeypatch.setattr(rlaux.compare.study, "launch_subprocess", fake_launch)
+    out_dir = tmp_path / "mix"
+    argv = ["--env", "MinAtar", "--games", "Breakout", "--algo", "ppo_lstm", "--aux", "none,unreal,ppo:unreal",
+            "--seeds", "2", "--timesteps", "1000", "--reps", "50", "--out", str(out_dir)]
+    code, out, err = _run([*argv, "--dry-run"], capsys)
+    assert code == 0, err
+    commands = [line for line in out.splitlines() if line.startswith("-m rlaux.cli train")]
+    assert [c.split("--run-name ")[1].split()[0] for c in commands] == [
+        f"MinAtar-Breakout__{algo}__{aux}__s{seed}"
+        for algo, aux in [("ppo_lstm", "none"), ("ppo_lstm", "unreal"), ("ppo", "unreal")] for seed in (0, 1)]
+    assert "--aux unreal --algo ppo --seed 1" in out and "--aux unreal --algo ppo_lstm --seed 1" in out
+    assert "the report's baseline: ppo_lstm:none" in out and not launched and not out_dir.exists()
+
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert len(launched) == 6
+    curves = pd.read_csv(out_dir / "curves.csv")
+    unreal = "reward_pred+value_replay+pixel_control"
+    assert sorted(set(curves["variant"])) == [f"ppo:{unreal}", "ppo_lstm:none", f"ppo_lstm:{unreal}"]
+    assert "(baseline: `ppo_lstm:none`)" in (out_dir / "report.md").read_text()
+    assert f"MinAtar/Breakout  ppo:{unreal}" in out  # the summary table
+
+    code, out, err = _run(argv, capsys)  # resume: nothing to run
+    assert code == 0 and "(0 to run, 6 already finished)" in out and len(launched) == 6
+
+    rebuilt = tmp_path / "rebuilt"  # --from over both algorithms: the same labels; baseline none is ppo_lstm's
+    code, out, err = _run(["--from", str(out_dir / "runs"), "--out", str(rebuilt), "--reps", "50"], capsys)
+    assert code == 0, err
+    assert pd.read_csv(rebuilt / "curves.csv").equals(curves)
+    assert "(baseline: `ppo_lstm:none`)" in (rebuilt / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- a tiny real sweep, --from, resume

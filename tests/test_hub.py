@@ -60,12 +60,30 @@ def test_the_package_holds_model_config_results_and_card(package, run_dir):
     card = ModelCard.load(package / "README.md")
     mean, std = results["mean_reward"], results["std_reward"]
     for needle in ("rlaux", "AuxPPO", "MinAtar/Breakout-v1", "`reward_pred` | 0.5 |", "`inverse_dynamics` | 1 |",
-                   f"{mean:.2f} ± {std:.2f}** over 3 episodes", f'load_from_hub("{REPO}")', MODEL_FILE):
+                   f"{mean:.2f} ± {std:.2f}** over 3 episodes", f'load_from_hub("{REPO}")', MODEL_FILE,
+                   "(PPO of [Stable-Baselines3](https://github.com/DLR-RM/stable-baselines3)"):
         assert needle in card.text, needle
     assert card.data.library_name == "stable-baselines3"
     assert {"rlaux", "reward_pred", "inverse_dynamics", "MinAtar/Breakout-v1"} <= set(card.data.tags)
     (result,) = card.data.eval_results
     assert result.metric_value == f"{mean:.2f} +/- {std:.2f}" and result.dataset_type == "MinAtar/Breakout-v1"
+
+
+def test_the_card_of_a_recurrent_agent_names_sb3_contrib_recurrent_ppo():
+    import huggingface_hub
+
+    from rlaux import AuxRecurrentPPO
+    from rlaux.hub import _model_card
+
+    agent = AuxRecurrentPPO("MlpLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu")
+    config = {"algo": "ppo_lstm", "env_id": "CartPole-v1", "hyperparams": {}, "n_envs": 1, "seed": 0}
+    results = {"num_timesteps": 0, "mean_reward": 9.0, "std_reward": 0.0, "median_reward": 9.0, "min_reward": 9.0,
+               "max_reward": 9.0, "n_eval_episodes": 1, "is_deterministic": True}
+    card = _model_card(huggingface_hub, agent, config, results, REPO, "aux_ppo_lstm-CartPole-v1.zip", False)
+    assert "(RecurrentPPO of [sb3-contrib](https://github.com/Stable-Baselines-Team/stable-baselines3-contrib)" \
+        in card.text
+    assert "plain RecurrentPPO baseline" in card.text and "PPO_LSTM" not in card.text
+    assert "sb3-contrib" in card.data.tags
 
 
 def test_the_package_has_a_replay_video(package):

@@ -1,4 +1,5 @@
-"""rl-zoo3 integration (rlaux.zoo): aux_ppo and aux_a2c in rl-zoo3's train, enjoy, record_video and -optimize,
+"""rl-zoo3 integration (rlaux.zoo): aux_ppo, aux_a2c and aux_ppo_lstm in rl-zoo3's train, enjoy, record_video and
+-optimize,
 the zoo files shipped for the presets, and the message when the extra is not installed."""
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ TRAIN_YML = f"""
   aux_tasks: [reward_pred, value_replay]
   aux_weights: {{reward_pred: 0.5, value_replay: 2.0}}
   aux_task_kwargs: {{reward_pred: {{hidden: 32}}}}
+  aux_replay_capacity: 200
+"""
+
+# A tiny RecurrentPPO + UNREAL run: the LSTM inputs (last action and reward) on, small LSTM.
+LSTM_TRAIN_YML = f"""
+{ENV_ID}:
+  env_wrapper: rlaux.zoo.MinAtarImage
+  n_envs: 2
+  n_timesteps: 256
+  policy: CnnLstmPolicy
+  policy_kwargs: "dict(features_extractor_class=MinAtarCNN, features_extractor_kwargs=dict(features_dim=32),
+    lstm_hidden_size=16, last_action_reward=True)"
+  n_steps: 64
+  n_epochs: 1
+  batch_size: 64
+  aux_tasks: [unreal]
+  aux_weights: {{pixel_control: 0.02}}
   aux_replay_capacity: 200
 """
 
@@ -149,6 +167,26 @@ def test_zoo_record_video_writes_a_watchable_mp4(trained, tmp_path):
 
 
 @needs_zoo
+def test_zoo_trains_and_plays_aux_ppo_lstm(tmp_path, capsys):
+    from rlaux import AuxRecurrentPPO
+
+    conf = tmp_path / "lstm.yml"
+    conf.write_text(LSTM_TRAIN_YML)
+    logs = tmp_path / "logs"
+    assert zoo("train", "--algo", "aux_ppo_lstm", "--env", ENV_ID, "-conf", str(conf), "-f", str(logs),
+               "--seed", "0", "--eval-freq", "-1", "--device", "cpu") == 0
+    path = logs / "aux_ppo_lstm" / "MinAtar-Breakout-v1_1" / "MinAtar-Breakout-v1.zip"
+    model = AuxRecurrentPPO.load(path, device="cpu")
+    assert {t.name: t.weight for t in model.aux_tasks} == {"reward_pred": 1.0, "value_replay": 1.0,
+                                                           "pixel_control": 0.02}
+    assert model.num_timesteps >= 256 and model.policy.last_action_reward
+    assert model.policy.lstm_actor.hidden_size == 16
+    assert zoo("enjoy", "--algo", "aux_ppo_lstm", "--env", ENV_ID, "-f", str(logs), "--no-render", "-n", "40",
+               "--device", "cpu") == 0  # rl-zoo3 carries the LSTM states (with the last action and reward) along
+    assert f"Loading {path}" in capsys.readouterr().out
+
+
+@needs_zoo
 def test_an_unknown_zoo_command_is_one_line(capsys):
     assert zoo("plot") == 2
     assert capsys.readouterr().err.strip() == "error: the rlaux.zoo command must be one of train, enjoy, record_video, got 'plot'"
@@ -252,12 +290,13 @@ def test_rl_zoo3_knows_the_aux_algorithms_everywhere():
     import rl_zoo3.train
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
-    from rlaux import AuxA2C, AuxPPO
+    from rlaux import AuxA2C, AuxPPO, AuxRecurrentPPO
     from rlaux.networks import MinAtarCNN
     from rlaux.zoo import AuxExperimentManager, hyperparams_file
 
     assert rl_zoo3.ALGOS["aux_ppo"] is AuxPPO and rl_zoo3.ALGOS["aux_a2c"] is AuxA2C
-    for algo in ("aux_ppo", "aux_a2c"):
+    assert rl_zoo3.ALGOS["aux_ppo_lstm"] is AuxRecurrentPPO
+    for algo in ("aux_ppo", "aux_a2c", "aux_ppo_lstm"):
         assert algo in HYPERPARAMS_SAMPLER and algo in HYPERPARAMS_CONVERTER
         assert hyperparams_file(algo).is_file()
     assert rl_zoo3.train.ExperimentManager is AuxExperimentManager
@@ -266,10 +305,12 @@ def test_rl_zoo3_knows_the_aux_algorithms_everywhere():
 
 
 @needs_zoo
-@pytest.mark.parametrize("algo, agent", [("aux_ppo", "ppo_reward_pred"), ("aux_a2c", "a2c")])
-def test_the_shipped_zoo_files_are_the_presets(algo, agent):
-    """aux_<algo>.yml = agents/<agent>.toml (its [hyperparams.<kind>]) + envs/<Atari|MinAtar>.toml + the aux task of
-    ppo_reward_pred + rlaux's default length of the kind, key by key (see the files' header)."""
+@pytest.mark.parametrize("algo, agent, aux_agent", [("aux_ppo", "ppo_reward_pred", "ppo_reward_pred"),
+                                                    ("aux_a2c", "a2c", "ppo_reward_pred"),
+                                                    ("aux_ppo_lstm", "ppo_lstm_unreal", "ppo_lstm_unreal")])
+def test_the_shipped_zoo_files_are_the_presets(algo, agent, aux_agent):
+    """aux_<algo>.yml = agents/<agent>.toml (its [hyperparams.<kind>]) + envs/<Atari|MinAtar>.toml + the aux tasks of
+    <aux_agent> + rlaux's default length of the kind, key by key (see the files' header)."""
     import rl_zoo3.exp_manager
     import yaml
     from rl_zoo3.exp_manager import ExperimentManager
@@ -278,14 +319,14 @@ def test_the_shipped_zoo_files_are_the_presets(algo, agent):
     from rlaux.networks import sb3_policy_kwargs
     from rlaux.presets import load_preset
     from rlaux.run.config import DEFAULT_TIMESTEPS, agent_preset
-    from rlaux.zoo import hyperparams_file
+    from rlaux.zoo import ZOO_ALGOS, hyperparams_file
 
     entries = yaml.safe_load(hyperparams_file(algo).read_text())
     minatar_ids = {f"MinAtar/{game}-v{version}" for game in MINATAR_GAMES for version in (0, 1)}
     assert set(entries) == {"atari"} | minatar_ids
     assert ExperimentManager.is_atari("BreakoutNoFrameskip-v4")  # the "atari" entry serves the Atari preset's ids
     preset = agent_preset(agent)
-    aux = load_preset("agents", "ppo_reward_pred")["aux"]
+    aux = load_preset("agents", aux_agent)["aux"]
     zoo_keys = {"env_wrapper", "frame_stack", "n_envs", "n_timesteps", "policy", "policy_kwargs", "aux_tasks"}
     for key, entry in entries.items():
         kind = "atari" if key == "atari" else "minatar"
@@ -296,7 +337,7 @@ def test_the_shipped_zoo_files_are_the_presets(algo, agent):
         assert entry["aux_tasks"] == aux
         assert entry["n_envs"] == env["n_envs"]
         assert entry.get("frame_stack", 1) == env.get("frame_stack", 1)
-        assert entry["policy"] == env["policy"]
+        assert entry["policy"] == ZOO_ALGOS[algo].env_policies.get(env["policy"], env["policy"])  # CnnLstmPolicy
         assert entry["n_timesteps"] == DEFAULT_TIMESTEPS[kind]
         expected_policy_kwargs = sb3_policy_kwargs({**env.get("policy_kwargs", {}), **hyperparams.get("policy_kwargs", {})})
         assert eval(entry.get("policy_kwargs", "{}"), vars(rl_zoo3.exp_manager)) == expected_policy_kwargs, key

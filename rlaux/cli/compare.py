@@ -3,13 +3,17 @@
 Synopsis::
 
     compare --env ENV [--games G1,G2] --aux none,reward_pred,unreal --seeds 5 --timesteps N
-            [--workers 2] [--out|-f|--log-dir DIR] [--algo ppo|a2c] [--agent PRESET] [--baseline VARIANT]
+            [--workers 2] [--out|-f|--log-dir DIR] [--algo ppo|a2c|ppo_lstm[,...]] [--agent PRESET] [--baseline VARIANT]
             [--backend local|ray] [--address ADDR] [--reps 2000] [--dry-run] [-- extra train flags...]
     compare --suite atari100k|atari5 --aux none,unreal --seeds 5 [...]   (protocol from rlaux.compare.suites)
     compare --from DIR [DIR ...] [--out OUT] [--baseline none] [--reference atari100k] [--final-from-eval]
             (runs of a suite's env preset get the suite's report: reference atari100k, final evaluation scores)
 
 Variants are separated by commas; the tasks of one variant by '+' (``none,reward_pred+pixel_control``).
+Several algorithms in one study: ``--algo ppo,ppo_lstm --aux none,unreal`` runs each variant with each
+algorithm; a variant may name its own: ``--algo ppo_lstm --aux none,unreal,ppo:unreal``. The report then
+names the variants ``<algo>:<tasks>`` (``ppo_lstm:none``), as ``compare --from`` does for runs of several
+algorithms; ``--baseline`` may leave the algorithm out where one variant has that label.
 What lands where, and resuming: :mod:`rlaux.compare.study`. Bad input is one line and exit
 code 2, before anything is launched: every run is resolved exactly as ``train`` will.
 """
@@ -43,10 +47,12 @@ def compare_parser() -> argparse.ArgumentParser:
     src.add_argument("--games", default=None, help="comma list of games of the preset (default: the preset's game)")
     src.add_argument("--suite", default=None, help=f"a benchmark protocol instead of --env/--games: {', '.join(SUITES)}")
     src.add_argument("--aux", default="none", help="comma list of variants, tasks of one variant joined by '+' "
-                     "(e.g. none,reward_pred,unreal,reward_pred+pixel_control); default none")
+                     "(e.g. none,reward_pred,unreal,reward_pred+pixel_control), a variant of its own algorithm "
+                     "prefixed ALGO: (ppo_lstm:unreal); default none")
     src.add_argument("--seeds", default="3", help="number of seeds N (seeds 0..N-1) or a comma list (0,1,2); default 3")
     src.add_argument("-n", "--timesteps", type=int, default=None, help="env steps per run (a suite sets its own)")
-    src.add_argument("--algo", choices=list(ALGORITHMS), default=None, help="algorithm of every run")
+    src.add_argument("--algo", default=None, help=f"algorithm of the runs ({', '.join(ALGORITHMS)}), or a comma "
+                     "list: every --aux variant is run with each")
     src.add_argument("--agent", default=None, help="agent preset of every run")
     src.add_argument("--eval-episodes", type=int, default=None, help="suite only: episodes of the final evaluation")
     src.add_argument("--from", dest="from_dirs", nargs="+", default=None, metavar="DIR",
@@ -59,7 +65,8 @@ def compare_parser() -> argparse.ArgumentParser:
                      help="output folder (default runs/compare-<env or suite>-<timestamp>)")
     how.add_argument("--dry-run", action="store_true", help="print the runs that would be launched, launch nothing")
     rep = p.add_argument_group("report")
-    rep.add_argument("--baseline", default=None, help="baseline variant (default: none if run, else the first variant)")
+    rep.add_argument("--baseline", default=None, help="baseline variant, ALGO:VARIANT where several algorithms ran it "
+                     "(default: none if run, else the first variant)")
     rep.add_argument("--reference", default=None, choices=list(stats.REFERENCES),
                      help="published agents to place the results beside (a suite sets atari100k)")
     rep.add_argument("--final-from-eval", action="store_true",
@@ -77,18 +84,19 @@ def validate_jobs(jobs: Sequence[SweepJob]) -> dict[str, str]:
     """Resolve every run exactly as ``train`` will (env, game, algo, agent, aux, flags) before launching.
 
     Returns each variant's label as its runs will record it (weights or weighting given
-    after '--' are part of it)."""
+    after '--' are part of it), keyed by the job's ``variant_key`` (``ppo_lstm:unreal`` for a
+    job of its own algorithm)."""
     parser = train_parser()
     parser.error = _bad_train_flag  # type: ignore[method-assign]  # argparse reports bad flags through it
     checked: set[tuple] = set()
     labels: dict[str, str] = {}
     for job in jobs:
-        key = (job.env, job.game, job.variant, job.extra_args)
+        key = (job.env, job.game, job.algo, job.variant, job.extra_args)
         if key in checked:
             continue
         checked.add(key)
         argv = build_train_command(job, "runs")[4:]  # drop python -m rlaux.cli train
-        labels[job.variant] = resolve(config_from_args(parser.parse_args(argv))).label
+        labels[job.variant_key] = resolve(config_from_args(parser.parse_args(argv))).label
     return labels
 
 

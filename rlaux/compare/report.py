@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rlaux.compare import plots, stats
-from rlaux.compare.results import curves_frame, load_runs, write_curves_csv
+from rlaux.compare.results import curves_frame, load_runs, split_algorithm, write_curves_csv
 from rlaux.errors import ConfigError
 
 HOW_TO_READ = """\
@@ -65,6 +65,20 @@ def _portable(run_dir: str | Path, out_dir: Path) -> str:
     return ".../" + Path(*path.parts[-2:]).as_posix()
 
 
+def resolve_baseline(baseline: str, variants: Sequence[str]) -> str:
+    """The variant that ``baseline`` names among ``variants``: itself, or, where the variants carry
+    their algorithm (``ppo_lstm:none``), the one variant of that label (``none``). ConfigError if none
+    or several match."""
+    if baseline in variants:
+        return baseline
+    matches = [v for v in variants if split_algorithm(v)[0] is not None and split_algorithm(v)[1] == baseline]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"baseline {baseline!r} was run with several algorithms; name one: {', '.join(matches)}")
+    raise ConfigError(f"baseline {baseline!r} has no runs; variants found: {', '.join(variants)}")
+
+
 def build_report(
     run_dirs: list[str],
     out_dir: str,
@@ -85,8 +99,11 @@ def build_report(
     ``reference="atari100k"`` adds the published Atari 100k agents to the human-normalised
     IQM table and figure. ``final_from_eval``: a run's final score is its last evaluation
     (``evaluations.npz``, e.g. the Atari 100k protocol's final evaluation) where it has one;
-    sample efficiency still compares training curves with training final scores. Raises :class:`ConfigError` for an unknown reference, a baseline
-    without runs, no readable run at all, or runs of different lengths (unless ``truncate``).
+    sample efficiency still compares training curves with training final scores. Where the runs mix
+    algorithms, variants are ``<algo>:<label>`` and ``baseline`` may omit the algorithm if one matches
+    (:func:`resolve_baseline`). Raises :class:`ConfigError` for an unknown reference, a baseline
+    without runs (or run with several algorithms), no readable run at all, or runs of different
+    lengths (unless ``truncate``).
     """
     if reference is not None and reference not in stats.REFERENCES:
         raise ConfigError(f"unknown reference {reference!r}; valid: {', '.join(stats.REFERENCES)}")
@@ -98,8 +115,7 @@ def build_report(
         raise ConfigError(f"no readable runs under {', '.join(map(str, run_dirs))}: {detail}")
     runs = loaded.runs
     variants = sorted({run.variant for run in runs})
-    if baseline not in variants:
-        raise ConfigError(f"baseline {baseline!r} has no runs; variants found: {', '.join(variants)}")
+    baseline = resolve_baseline(baseline, variants)
     # Baseline first, then the others: fixed order and colours in every table and figure.
     variants = [baseline] + [v for v in variants if v != baseline]
     out = Path(out_dir)

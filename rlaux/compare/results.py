@@ -8,7 +8,11 @@ cumulative sum of episode lengths over all envs, sorted by wall time.
 Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
 
 * A run is keyed by (env, variant, seed). ``env`` is ``"<env>/<game>"`` when the
-  config names a game (``"MinAtar/Breakout"``), else the config's ``env``.
+  config names a game (``"MinAtar/Breakout"``), else the config's ``env``. ``variant`` is the
+  run's ``aux_label``; when the runs read together mix algorithms (the configs' ``algo``), it
+  is ``"<algo>:<aux_label>"`` for every run (``"ppo_lstm:none"``, ``"ppo:reward_pred"``), so
+  that ``ppo`` and ``ppo_lstm`` runs of one task set are two variants, not duplicates. Runs of
+  one algorithm keep the bare label (reports of a single algorithm read as before).
 * Unreadable runs (bad ``config.json``, corrupt Monitor csv, no finished episode)
   and unfinished runs (no ``final_model.zip``; kept with ``include_unfinished``)
   are left out and named in :attr:`LoadedRuns.warnings`, never silently.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,9 @@ import rlaux.tasks
 from rlaux.errors import ConfigError
 
 CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
+
+#: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
+ALGO_SEPARATOR = ":"
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Run:
     eval_steps: np.ndarray | None = None
     eval_returns: np.ndarray | None = None
     eval_warning: str | None = None
+    algo: str = ""  #: the config's ``algo`` ("" if it names none)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -98,6 +107,21 @@ def variant_label(config: dict[str, Any]) -> str:
     if label:
         return str(label)
     return rlaux.tasks.variant_label(config.get("aux"))
+
+
+def with_algorithm(algo: str, label: str) -> str:
+    """``"<algo>:<label>"``: a variant's name in a comparison of several algorithms."""
+    return f"{algo or 'unknown'}{ALGO_SEPARATOR}{label}"
+
+
+def split_algorithm(label: str) -> tuple[str | None, str]:
+    """``"ppo_lstm:none"`` -> ``("ppo_lstm", "none")``; a label without an algorithm -> ``(None, label)``.
+
+    Only a leading word counts as the algorithm: a weighting's colons (``reward_pred@linear:1:0``) do not."""
+    algo, sep, rest = label.partition(ALGO_SEPARATOR)
+    if sep and re.fullmatch(r"\w+", algo):
+        return algo, rest
+    return None, label
 
 
 def env_label(config: dict[str, Any]) -> str:
@@ -161,6 +185,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         eval_steps=eval_steps,
         eval_returns=eval_returns,
         eval_warning=eval_warning,
+        algo=str(config.get("algo") or ""),
     )
 
 
@@ -188,15 +213,23 @@ def load_runs(
     include_unfinished: bool = False,
 ) -> LoadedRuns:
     """Read every run under ``roots``; see the module docstring for what is left out and why."""
+    read: list[tuple[Path, Run | Exception]] = []
+    for run_dir in find_run_dirs(roots):
+        try:
+            read.append((run_dir, read_run(run_dir)))
+        except Exception as error:  # any reader failure: name the run, leave it out
+            read.append((run_dir, error))
+    kept = [r for _, r in read if isinstance(r, Run) and (r.finished or include_unfinished)]
+    mixed = len({r.algo for r in kept}) > 1
     runs: list[Run] = []
     warnings: list[str] = []
     seen: dict[tuple[str, str, int], Path] = {}
-    for run_dir in find_run_dirs(roots):
-        try:
-            run = read_run(run_dir)
-        except Exception as error:  # any reader failure: name the run, leave it out
-            warnings.append(f"{run_dir}: left out, {error}")
+    for run_dir, run in read:
+        if not isinstance(run, Run):
+            warnings.append(f"{run_dir}: left out, {run}")
             continue
+        if mixed:
+            run.variant = with_algorithm(run.algo, run.variant)
         if not run.finished and not include_unfinished:
             warnings.append(
                 f"{run_dir}: left out, unfinished (no final_model.zip; "

@@ -6,6 +6,14 @@ logs, monitor csvs, model), ``logs/<run>.log`` (each training's output), ``curve
 ``scores.csv``, ``figures/*.png`` and ``report.md``. Planning the same study again with
 the same ``out`` skips the runs that finished (resume). Every check happens in
 :func:`plan_study`, before anything is launched.
+
+Algorithms: ``--algo ppo,ppo_lstm --aux none,unreal`` runs every variant with each algorithm
+(the cross product); a variant may name its own, ``--aux none,unreal,ppo:unreal`` with
+``--algo ppo_lstm``. A study that mixes algorithms names its run folders
+``<env>[-<game>]__<algo>__<aux>__s<seed>`` and its variants ``<algo>:<label>`` in the report
+(``ppo_lstm:none``); a study of one algorithm keeps ``<env>[-<game>]__<aux>__s<seed>`` and the
+bare labels, as before (so its earlier runs resume). Adding a second algorithm to a study
+renames its runs: they run again.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from rlaux.algorithms import ALGORITHMS
 from rlaux.compare import stats
-from rlaux.compare.report import build_report
-from rlaux.compare.results import find_run_dirs
+from rlaux.compare.report import build_report, resolve_baseline
+from rlaux.compare.results import find_run_dirs, split_algorithm, with_algorithm
 from rlaux.compare.suites import SUITES, Suite, get_suite
 from rlaux.compare.sweep import (
     DEFAULT_EXTRA_ARGS,
@@ -38,13 +47,15 @@ from rlaux.compare.sweep import (
 )
 from rlaux.envs import resolve_env
 from rlaux.errors import ConfigError
+from rlaux.run.config import agent_preset
 from rlaux.tasks import parse_names, variant_label
 
 #: Train flags that the sweep sets per run: not allowed among the extra train flags.
-RESERVED_TRAIN_FLAGS = ("--env", "--game", "--aux", "--seed", "--timesteps", "-n", "--n-timesteps",
+RESERVED_TRAIN_FLAGS = ("--env", "--game", "--aux", "--algo", "--seed", "--timesteps", "-n", "--n-timesteps",
                         "--log-dir", "-f", "--log-folder", "--run-name")
 
-#: Resolves every job as ``train`` will; returns each variant's label as its runs will record it.
+#: Resolves every job as ``train`` will; returns each variant's label as its runs will record it,
+#: keyed by the job's :attr:`~rlaux.compare.sweep.SweepJob.variant_key`.
 JobResolver = Callable[[Sequence[SweepJob]], Mapping[str, str]]
 
 
@@ -67,17 +78,39 @@ def parse_seeds(text: str) -> int | list[int]:
     return seeds
 
 
-def parse_variants(text: str) -> list[str]:
-    """'none,reward_pred+pixel_control' -> ['none', 'reward_pred,pixel_control'] (the train --aux form), checked."""
+def parse_algos(text: str | None) -> list[str | None]:
+    """'ppo,ppo_lstm' -> ['ppo', 'ppo_lstm'], checked; None or '' -> [None] (train's default)."""
+    algos = [a.strip() for a in (text or "").split(",") if a.strip()]
+    for algo in algos:
+        _check_algo(algo, "--algo")
+    if len(set(algos)) != len(algos):
+        raise ConfigError(f"an algorithm is given twice in --algo {text!r}")
+    return list(algos) or [None]
+
+
+def _check_algo(algo: str, where: str) -> None:
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algo!r} in {where}; valid: {', '.join(ALGORITHMS)}")
+
+
+def parse_variants(text: str, algos: Sequence[str | None] = (None,)) -> list[str]:
+    """'none,reward_pred+pixel_control' -> ['none', 'reward_pred,pixel_control'] (the train --aux form), checked.
+
+    A variant may name its algorithm, ``ppo_lstm:unreal`` -> ``'ppo_lstm:unreal'``; one that does
+    not is run with each of ``algos`` (``'ppo:none', 'ppo_lstm:none'``; ``None``: no prefix)."""
     variants: list[str] = []
     for item in (v.strip() for v in text.split(",")):
         if not item:
             continue
-        parse_names(item.split("+"))  # ConfigError naming an unknown task
-        variant = item.replace("+", ",")
-        if variant in variants:
-            raise ConfigError(f"variant {item!r} given twice in --aux")
-        variants.append(variant)
+        algo, _, tasks = item.rpartition(":")
+        if algo:
+            _check_algo(algo, f"--aux variant {item!r}")
+        parse_names(tasks.split("+"))  # ConfigError naming an unknown task
+        for each in [algo] if algo else algos:
+            variant = f"{each}:{tasks.replace('+', ',')}" if each else tasks.replace("+", ",")
+            if variant in variants:
+                raise ConfigError(f"variant {variant.replace(',', '+')!r} given twice in --aux")
+            variants.append(variant)
     if not variants:
         raise ConfigError("--aux names no variant (use 'none' for the baseline)")
     return variants
@@ -104,7 +137,7 @@ class StudyPlan:
     jobs: list[SweepJob]
     out: Path
     games: list[str | None]
-    variants: list[str]
+    variants: list[str]  #: as the grid names them: ``<aux>``, or ``<algo>:<aux>`` in a study of several algorithms
     timesteps: int
     baseline: str  #: the baseline's label, as its runs record it
     reference: str | None
@@ -142,8 +175,10 @@ def plan_study(
 ) -> StudyPlan:
     """Check every setting and build the grid env/game x variant x seed; launch nothing.
 
-    ``aux`` is the comma list of variants (tasks of one variant joined by '+'), ``seeds`` a
-    count or a comma list, ``games`` a comma list. A ``suite`` sets the env, games, budget,
+    ``aux`` is the comma list of variants (tasks of one variant joined by '+', optionally
+    prefixed ``<algo>:``), ``algo`` a comma list of algorithms every unprefixed variant runs
+    with (see the module docstring), ``seeds`` a count or a comma list, ``games`` a comma
+    list. A ``suite`` sets the env, games, budget,
     final evaluation and reference. ``extra_args`` go to every training run; ``workers``
     runs at a time on ``backend`` (local or ray, at ``address``); ``reps`` bootstrap
     resamples in the report, ``truncate`` cuts runs of one env to the shortest budget.
@@ -190,31 +225,55 @@ def plan_study(
     if reference is not None and reference not in stats.REFERENCES:
         raise ConfigError(f"unknown reference {reference!r}; valid: {', '.join(stats.REFERENCES)}")
     seed_spec = parse_seeds(seeds)
-    variants = parse_variants(aux)
-    labels = [variant_label(v) for v in variants]
-    if len(set(labels)) != len(labels):
+    given = [_split_variant(v) for v in parse_variants(aux, parse_algos(algo))]
+    default_algo = agent_preset(agent)["algo"] if agent else "ppo"  # train's, for a variant that names none
+    algos = [a or default_algo for a, _ in given]
+    mixed = len(set(algos)) > 1
+    labels = [variant_label(tasks) for _, tasks in given]
+    shown = [with_algorithm(a, label) if mixed else label for a, label in zip(algos, labels, strict=True)]
+    if len(set(shown)) != len(shown):
         raise ConfigError(f"--aux variants {', '.join(aux.split(','))} name the same task set twice")
-    if baseline:
-        baseline_label = variant_label(parse_variants(baseline)[0])
-        if baseline_label not in labels:
-            raise ConfigError(f"--baseline {baseline!r} is not among the variants {', '.join(labels)}")
-    else:
-        baseline_label = "none" if "none" in labels else labels[0]
+    index = _baseline_index(baseline, algos, labels, shown)
     for game in game_list:
         resolve_env(env_name, game=game)  # unknown env or game: one line, close matches
     check_extra_args(extra_args)
-    algo_args = (["--algo", algo] if algo else []) + (["--agent", agent] if agent else [])
+    if mixed:  # each job names its algorithm: in its command and its run name
+        variants, named = [f"{a}:{tasks}" for a, (_, tasks) in zip(algos, given, strict=True)], []
+    else:  # one algorithm: as before, --algo for every run where one is named
+        variants, named = [tasks for _, tasks in given], sorted({a for a, _ in given if a})
+    algo_args = (["--algo", named[0]] if named else []) + (["--agent", agent] if agent else [])
     grid = SweepGrid(envs=[(env_name, g) for g in game_list], variants=variants, seeds=seed_spec, timesteps=budget,
                      extra_args=[*DEFAULT_EXTRA_ARGS, *algo_args, *suite_args, *extra_args])
     jobs = grid.jobs()
+    baseline_label = shown[index]
     if resolve_jobs is not None:
-        run_labels = resolve_jobs(jobs)
-        baseline_label = {variant_label(v): run_labels[v] for v in variants if v in run_labels}.get(
-            baseline_label, baseline_label)
+        run_label = resolve_jobs(jobs).get(variants[index], labels[index])
+        baseline_label = with_algorithm(algos[index], run_label) if mixed else run_label
     return StudyPlan(jobs=jobs, out=Path(out) if out else default_out(label), games=game_list, variants=variants,
                      timesteps=budget, baseline=baseline_label, reference=reference,
                      final_from_eval=final_from_eval, suite=chosen_suite, workers=workers, backend=backend,
                      address=address, reps=reps, truncate=truncate)
+
+
+def _split_variant(variant: str) -> tuple[str | None, str]:
+    algo, _, tasks = variant.rpartition(":")
+    return algo or None, tasks
+
+
+def _baseline_index(baseline: str | None, algos: list[str], labels: list[str], shown: list[str]) -> int:
+    """Which variant is the baseline: the one ``baseline`` names (its algorithm may be left out where
+    one variant of that label is run), else the first ``none``, else the first."""
+    if not baseline:
+        return labels.index("none") if "none" in labels else 0
+    algo, tasks = _split_variant(parse_variants(baseline)[0])
+    label = variant_label(tasks)
+    matches = [i for i, (a, v) in enumerate(zip(algos, labels, strict=True)) if v == label and algo in (None, a)]
+    if not matches:
+        raise ConfigError(f"--baseline {baseline!r} is not among the variants {', '.join(shown)}")
+    if len(matches) > 1:
+        raise ConfigError(f"--baseline {baseline!r} is run with several algorithms; name one: "
+                          f"{', '.join(shown[i] for i in matches)}")
+    return matches[0]
 
 
 def _finished(plan: StudyPlan, job: SweepJob) -> bool:
@@ -230,6 +289,9 @@ def print_dry_run(plan: StudyPlan) -> None:
           f"{plan.workers} at a time, backend {plan.backend}; {finished} already finished in {plan.out}")
     if plan.suite is not None:
         print(f"suite {plan.suite.name}: {plan.suite.description}")
+    if any(job.algo for job in jobs):
+        variants = ", ".join(v.replace(",", "+") for v in plan.variants)
+        print(f"variants (algorithm:aux): {variants}; the report's baseline: {plan.baseline}")
     for job in jobs:
         command = build_train_command(job, plan.out / "runs")
         print(("[skip, finished] " if _finished(plan, job) else "") + " ".join(command[1:]))
@@ -307,6 +369,7 @@ def report_and_summarise(
     """Write the report of the runs under ``run_dirs`` into ``out``, print where and the summary table."""
     report = build_report([str(d) for d in run_dirs], str(out), baseline=baseline, reference=reference,
                           reps=reps, truncate=truncate, final_from_eval=final_from_eval)
+    baseline = resolve_baseline(baseline, sorted(set(pd.read_csv(out / "curves.csv")["variant"])))
     print(f"\nreport: {report}")
     print(f"data: {out / 'curves.csv'}, {out / 'scores.csv'}; figures: {out / 'figures'}")
     print(f"\nsample efficiency (ratio = env steps to reach {baseline}'s final score / {baseline}'s own steps):")
@@ -340,8 +403,9 @@ def rebuild_report(
 
     ``out`` defaults to the one folder given, else ``runs/compare-from-<timestamp>``.
     ``baseline`` is a variant (``reward_pred+pixel_control``) or a run label with weights
-    or weighting; default none. Runs of a suite's env preset get the suite's report
-    (reference atari100k, final evaluation scores).
+    or weighting; default none. Where the runs mix algorithms it may name one
+    (``ppo_lstm:none``), and must where its label was run with several. Runs of a suite's
+    env preset get the suite's report (reference atari100k, final evaluation scores).
     """
     folders = [Path(d) for d in dirs]
     for d in folders:
@@ -352,13 +416,17 @@ def rebuild_report(
     out_dir = Path(out) if out else (folders[0] if len(folders) == 1 else default_out("from"))
     if baseline and any(c in baseline for c in "[@"):  # a run label with weights or weighting
         baseline_label = baseline
+    elif baseline:
+        algo, tasks = split_algorithm(baseline)
+        label = variant_label(parse_variants(tasks)[0])
+        baseline_label = with_algorithm(algo, label) if algo else label
     else:
-        baseline_label = variant_label(parse_variants(baseline)[0]) if baseline else "none"
+        baseline_label = "none"
     if all_suite_runs(folders):  # runs of --suite atari100k/atari5: the suite's report
         reference, final_from_eval = reference or "atari100k", True
     return report_and_summarise(folders, out_dir, baseline_label, reference, final_from_eval, reps, truncate)
 
 
 __all__ = ["RESERVED_TRAIN_FLAGS", "JobResolver", "ProgressLaunch", "StudyPlan", "all_suite_runs", "check_extra_args",
-           "default_out", "parse_seeds", "parse_variants", "plan_study", "print_dry_run", "rebuild_report",
-           "report_and_summarise", "run_study", "summary_table"]
+           "default_out", "parse_algos", "parse_seeds", "parse_variants", "plan_study", "print_dry_run",
+           "rebuild_report", "report_and_summarise", "run_study", "summary_table"]

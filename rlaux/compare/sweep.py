@@ -1,5 +1,10 @@
 """Run a grid of trainings (env/game x variant x seed), each as a subprocess of the rlaux CLI.
 
+A variant is a train ``--aux`` value (``reward_pred,pixel_control``), or ``<algo>:<aux>``
+(``ppo_lstm:unreal``) for a run of its own algorithm: such a job passes ``--algo`` and has the
+algorithm in its run name, ``<env>[-<game>]__<algo>__<aux>__s<seed>``, so that the runs of two
+algorithms never share a folder.
+
 Layout: ``<out_dir>/runs/<run name>/`` (written by the CLI), ``<out_dir>/logs/<run name>.log``
 (stdout+stderr of the subprocess). Resume: a run whose folder holds ``final_model.zip``
 is skipped; a run folder without it (interrupted) is deleted and the run redone.
@@ -43,11 +48,18 @@ class SweepJob:
     seed: int
     timesteps: int
     extra_args: tuple[str, ...] = DEFAULT_EXTRA_ARGS
+    algo: str | None = None  #: the run's ``--algo``; None: as ``extra_args`` say (or train's default)
+
+    @property
+    def variant_key(self) -> str:
+        """The variant as the grid names it: ``<algo>:<aux>`` for a job of its own algorithm, else ``<aux>``."""
+        return f"{self.algo}:{self.variant}" if self.algo else self.variant
 
     @property
     def run_name(self) -> str:
-        """Folder name: ``<env>[-<game>]__<variant>__s<seed>``, file-name safe."""
-        parts = [self.env if self.game is None else f"{self.env}-{self.game}", self.variant, f"s{self.seed}"]
+        """Folder name: ``<env>[-<game>]__[<algo>__]<variant>__s<seed>``, file-name safe."""
+        env = self.env if self.game is None else f"{self.env}-{self.game}"
+        parts = [env, *([self.algo] if self.algo else []), self.variant, f"s{self.seed}"]
         return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "+", p).strip("+") for p in parts)
 
 
@@ -56,11 +68,12 @@ class SweepGrid:
     """The cross product envs x variants x seeds.
 
     ``envs``: ``"MinAtar"`` or ``("Atari", "Pong")`` / ``"Atari:Pong"`` (env preset, game);
+    ``variants``: ``"unreal"`` or ``"ppo_lstm:unreal"`` / ``("ppo_lstm", "unreal")`` (algorithm, aux);
     ``seeds``: a count ``n`` (seeds 0..n-1) or explicit seeds.
     """
 
     envs: Sequence[str | tuple[str, str | None]]
-    variants: Sequence[str]
+    variants: Sequence[str | tuple[str | None, str]]
     seeds: int | Sequence[int]
     timesteps: int
     extra_args: Sequence[str] = field(default_factory=lambda: list(DEFAULT_EXTRA_ARGS))
@@ -84,10 +97,11 @@ class SweepGrid:
         if self.timesteps < 1:
             raise ConfigError(f"--timesteps must be >= 1, got {self.timesteps}")
         envs = [_parse_env(e) for e in self.envs]
+        variants = [_parse_variant(v) for v in self.variants]
         return [
-            SweepJob(env, game, variant, seed, self.timesteps, tuple(self.extra_args))
+            SweepJob(env, game, variant, seed, self.timesteps, tuple(self.extra_args), algo)
             for env, game in envs
-            for variant in self.variants
+            for algo, variant in variants
             for seed in seeds
         ]
 
@@ -97,6 +111,13 @@ def _parse_env(spec: str | tuple[str, str | None]) -> tuple[str, str | None]:
         return spec[0], spec[1]
     env, _, game = spec.partition(":")
     return env, (game or None)
+
+
+def _parse_variant(spec: str | tuple[str | None, str]) -> tuple[str | None, str]:
+    if isinstance(spec, tuple):
+        return spec[0] or None, spec[1]
+    algo, _, aux = spec.rpartition(":")
+    return algo or None, aux
 
 
 @dataclass
@@ -115,9 +136,8 @@ def build_train_command(job: SweepJob, log_dir: str | os.PathLike, python: str =
     command = [python, "-m", "rlaux.cli", "train", "--env", job.env]
     if job.game is not None:
         command += ["--game", job.game]
+    command += ["--aux", job.variant, *(["--algo", job.algo] if job.algo else [])]
     command += [
-        "--aux",
-        job.variant,
         "--seed",
         str(job.seed),
         "--timesteps",
@@ -183,7 +203,7 @@ def run_sweep(
     jobs = grid.jobs() if isinstance(grid, SweepGrid) else list(grid)
     names = [job.run_name for job in jobs]
     if len(set(names)) != len(names):
-        raise ConfigError("the sweep has duplicate runs (same env, game, variant and seed)")
+        raise ConfigError("the sweep has duplicate runs (same env, game, algorithm, variant and seed)")
     out = Path(out_dir)
     runs_dir, logs_dir = out / "runs", out / "logs"
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""rl-zoo3 integration: AuxPPO and AuxA2C as ``aux_ppo`` and ``aux_a2c`` in rl-zoo3's train, enjoy,
-record_video and ``-optimize`` (optional extra: ``pip install "rlaux[zoo]"``).
+"""rl-zoo3 integration: AuxPPO, AuxA2C and AuxRecurrentPPO as ``aux_ppo``, ``aux_a2c`` and ``aux_ppo_lstm``
+in rl-zoo3's train, enjoy, record_video and ``-optimize`` (optional extra: ``pip install "rlaux[zoo]"``).
 
 ``python -m rlaux.zoo train|enjoy|record_video [rl-zoo3's flags]`` runs rl-zoo3's own script
 after :func:`register`; importing this package registers too, and registers the ALE and
@@ -8,8 +8,8 @@ MinAtar gymnasium ids (``MinAtar/<Game>-v1``) through :mod:`rlaux.envs`.
 - :mod:`~rlaux.zoo.experiment`: what rl-zoo3 is told (algorithms, samplers, names, experiment manager).
 - :mod:`~rlaux.zoo.tuning`: the Optuna samplers (rl-zoo3's RL ranges plus log-uniform aux weights).
 - :mod:`~rlaux.zoo.wrappers`: ``env_wrapper: rlaux.zoo.MinAtarImage`` of the zoo files.
-- ``hyperparams/aux_ppo.yml``, ``hyperparams/aux_a2c.yml``: the zoo files of the presets, read
-  when ``-conf`` is not given.
+- ``hyperparams/aux_ppo.yml``, ``hyperparams/aux_a2c.yml``, ``hyperparams/aux_ppo_lstm.yml``: the zoo
+  files of the presets, read when ``-conf`` is not given.
 """
 
 import sys
@@ -39,7 +39,12 @@ from rlaux.zoo.experiment import (  # noqa: E402
     hyperparams_file,
     register,
 )
-from rlaux.zoo.tuning import AUX_WEIGHT_RANGES, sample_aux_a2c_params, sample_aux_ppo_params  # noqa: E402
+from rlaux.zoo.tuning import (  # noqa: E402
+    AUX_WEIGHT_RANGES,
+    sample_aux_a2c_params,
+    sample_aux_ppo_lstm_params,
+    sample_aux_ppo_params,
+)
 from rlaux.zoo.wrappers import MinAtarImage  # noqa: E402
 
 register()
@@ -53,5 +58,6 @@ __all__ = [
     "hyperparams_file",
     "register",
     "sample_aux_a2c_params",
+    "sample_aux_ppo_lstm_params",
     "sample_aux_ppo_params",
 ]

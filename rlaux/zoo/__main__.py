@@ -1,9 +1,11 @@
-"""``python -m rlaux.zoo train|enjoy|record_video [rl-zoo3's flags]``: rl-zoo3's scripts, knowing aux_ppo and aux_a2c.
+"""``python -m rlaux.zoo train|enjoy|record_video [rl-zoo3's flags]``: rl-zoo3's scripts, knowing aux_ppo, aux_a2c
+and aux_ppo_lstm.
 
 Examples::
 
     python -m rlaux.zoo train --algo aux_ppo --env MinAtar/Breakout-v1 [-conf my.yml] [-params aux_weights:"dict(reward_pred=0.5)"]
     python -m rlaux.zoo train --algo aux_a2c --env MinAtar/Breakout-v1 -optimize --n-trials 20 -n 200000
+    python -m rlaux.zoo train --algo aux_ppo_lstm --env MinAtar/Breakout-v1   # RecurrentPPO + UNREAL
     python -m rlaux.zoo enjoy --algo aux_ppo --env MinAtar/Breakout-v1 -f logs/
     python -m rlaux.zoo record_video --algo aux_ppo --env MinAtar/Breakout-v1 -f logs/ -n 500
 """
@@ -16,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 from rlaux.errors import ConfigError
 
-# Running this module imported the package rlaux.zoo first, which registered aux_ppo and aux_a2c
-# in rl-zoo3 (before any of its parsers is built).
+# Running this module imported the package rlaux.zoo first, which registered aux_ppo, aux_a2c and
+# aux_ppo_lstm in rl-zoo3 (before any of its parsers is built).
 
 
 def _train() -> None:

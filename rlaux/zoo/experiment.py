@@ -1,4 +1,5 @@
-"""AuxPPO and AuxA2C inside rl-zoo3: its algorithm table, samplers, expression names and experiment manager.
+"""AuxPPO, AuxA2C and AuxRecurrentPPO inside rl-zoo3: its algorithm table, samplers, expression names and
+experiment manager.
 
 rl-zoo3 has no plugin entry point. Its documented way to add an algorithm is to put it
 into its ``ALGOS`` table before a script builds its parser (the ``--algo`` choices are read
@@ -6,7 +7,9 @@ from it then); :func:`register` does that, and everything else rl-zoo3 looks an 
 up in, once per process:
 
 - ``rl_zoo3.ALGOS`` (one dict, shared by train, enjoy, record_video and the experiment
-  manager): ``aux_ppo`` -> :class:`rlaux.AuxPPO`, ``aux_a2c`` -> :class:`rlaux.AuxA2C`;
+  manager): ``aux_ppo`` -> :class:`rlaux.AuxPPO`, ``aux_a2c`` -> :class:`rlaux.AuxA2C`,
+  ``aux_ppo_lstm`` -> :class:`rlaux.AuxRecurrentPPO` (sb3-contrib's RecurrentPPO, rl-zoo3's
+  ``ppo_lstm``; enjoy and record_video carry its LSTM states as for ``ppo_lstm``);
 - ``HYPERPARAMS_SAMPLER`` and ``HYPERPARAMS_CONVERTER`` (``-optimize``, ``--trial-id``):
   :mod:`rlaux.zoo.tuning`;
 - the names a zoo file's ``policy_kwargs`` expression may use: rl-zoo3 evaluates that string
@@ -16,9 +19,9 @@ up in, once per process:
   hyperparameter files shipped here when ``-conf`` is not given, and lets the aux samplers
   see the configured aux tasks.
 
-The hyperparameter keys of AuxPPO/AuxA2C (``aux_tasks``, ``aux_weights``, ``aux_task_kwargs``,
-``aux_weighting``, ``aux_replay_capacity``, ``max_skipped_updates``) need nothing: rl-zoo3
-passes every key it does not know itself to the algorithm's constructor.
+The hyperparameter keys of the aux algorithms (``aux_tasks``, ``aux_weights``, ``aux_task_kwargs``,
+``aux_weighting``, ``aux_replay_capacity``, ``max_skipped_updates``, ``aux_lstm_state_dtype``) need
+nothing: rl-zoo3 passes every key it does not know itself to the algorithm's constructor.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from rlaux.algorithms import AuxA2C, AuxPPO
+from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
 from rlaux.networks import FEATURE_EXTRACTORS
 from rlaux.zoo.tuning import CONVERTERS, SAMPLERS, configured_hyperparams
 
 #: rl-zoo3 algo name -> rlaux algorithm.
-ZOO_ALGOS: dict[str, type[BaseAlgorithm]] = {"aux_ppo": AuxPPO, "aux_a2c": AuxA2C}
+ZOO_ALGOS: dict[str, type[BaseAlgorithm]] = {"aux_ppo": AuxPPO, "aux_a2c": AuxA2C, "aux_ppo_lstm": AuxRecurrentPPO}
 
 #: The zoo hyperparameter files shipped with rlaux: ``<algo>.yml``.
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
@@ -97,7 +100,8 @@ class AuxExperimentManager(ExperimentManager):
 
 
 def register() -> None:
-    """Make rl-zoo3 know ``aux_ppo`` and ``aux_a2c`` (idempotent); before its scripts build their parsers."""
+    """Make rl-zoo3 know ``aux_ppo``, ``aux_a2c`` and ``aux_ppo_lstm`` (idempotent); before its scripts build
+    their parsers."""
     ALGOS.update(ZOO_ALGOS)
     HYPERPARAMS_SAMPLER.update(SAMPLERS)
     HYPERPARAMS_CONVERTER.update(CONVERTERS)

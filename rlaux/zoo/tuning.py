@@ -1,7 +1,8 @@
-"""Optuna samplers of rl-zoo3's ``-optimize`` for ``aux_ppo`` and ``aux_a2c``.
+"""Optuna samplers of rl-zoo3's ``-optimize`` for ``aux_ppo``, ``aux_a2c`` and ``aux_ppo_lstm``.
 
 Each samples the RL hyperparameters with rl-zoo3's own sampler (``sample_ppo_params``,
-``sample_a2c_params``: same names, ranges and conversions), then one weight per configured
+``sample_a2c_params``, ``sample_ppo_lstm_params``: same names, ranges and conversions; rl-zoo3's
+RecurrentPPO sampler is its PPO one, the LSTM's size stays the file's), then one weight per configured
 aux task, log-uniform in :data:`AUX_WEIGHT_RANGES`, as the trial parameter
 ``aux_weight_<task>``. The sampled values are merged into the configured ones: the sampled
 ``net_arch``/``activation_fn`` into the file's ``policy_kwargs`` (which keep, e.g., the MinAtar
@@ -20,7 +21,12 @@ from contextvars import ContextVar
 from typing import Any
 
 import optuna
-from rl_zoo3.hyperparams_opt import convert_onpolicy_params, sample_a2c_params, sample_ppo_params
+from rl_zoo3.hyperparams_opt import (
+    convert_onpolicy_params,
+    sample_a2c_params,
+    sample_ppo_lstm_params,
+    sample_ppo_params,
+)
 
 from rlaux.errors import ConfigError
 from rlaux.tasks import parse_names
@@ -94,6 +100,14 @@ def sample_aux_a2c_params(trial: optuna.Trial, n_actions: int, n_envs: int, addi
     return _merge_into_configured(sample_a2c_params(trial, n_actions, n_envs, additional_args), trial, "aux_a2c")
 
 
+def sample_aux_ppo_lstm_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict
+) -> dict[str, Any]:
+    """rl-zoo3's RecurrentPPO sample, plus the weights of the configured aux tasks."""
+    sampled = sample_ppo_lstm_params(trial, n_actions, n_envs, additional_args)
+    return _merge_into_configured(sampled, trial, "aux_ppo_lstm")
+
+
 def convert_aux_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A finished trial's parameters -> hyperparameters (rl-zoo3's ``--trial-id``): rl-zoo3's
     on-policy conversion, and ``aux_weights`` from the ``aux_weight_<task>`` parameters."""
@@ -106,10 +120,10 @@ def convert_aux_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: rl-zoo3 algo name -> sampler, for ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER``.
-SAMPLERS: dict[str, Sampler] = {"aux_ppo": sample_aux_ppo_params, "aux_a2c": sample_aux_a2c_params}
+SAMPLERS: dict[str, Sampler] = {"aux_ppo": sample_aux_ppo_params, "aux_a2c": sample_aux_a2c_params,
+                                "aux_ppo_lstm": sample_aux_ppo_lstm_params}
 #: rl-zoo3 algo name -> converter, for ``rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER``.
-CONVERTERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"aux_ppo": convert_aux_params,
-                                                                        "aux_a2c": convert_aux_params}
+CONVERTERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {algo: convert_aux_params for algo in SAMPLERS}
 
 __all__ = [
     "AUX_WEIGHT_RANGES",
@@ -119,6 +133,7 @@ __all__ = [
     "configured_hyperparams",
     "convert_aux_params",
     "sample_aux_a2c_params",
+    "sample_aux_ppo_lstm_params",
     "sample_aux_ppo_params",
     "sample_aux_weights",
 ]
