@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--aux-weight", action="append", default=[], metavar="NAME=VALUE",
+                        help="a task's weight instead of its default (repeatable)")
     parser.add_argument("--csv", default=None, help="append one row per rule to this CSV")
     args = parser.parse_args()
 
@@ -74,6 +76,7 @@ def main() -> None:
     for rule in args.rules.split(","):
         run = resolve(RunConfig(env=args.env, game=args.game, algo=args.algo, aux=args.aux.split(","),
                                 n_envs=args.n_envs, seed=args.seed, device="cpu", log_dir="/tmp/rlaux-bench",
+                                aux_weights={k: float(v) for k, v in (w.split("=") for w in args.aux_weight)},
                                 hyperparams={"aux_clip": rule}))
         env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=args.seed)
         model = build_model(run, env)
@@ -81,7 +84,9 @@ def main() -> None:
         model.learn(args.timesteps)
         returns = [info["r"] for info in model.ep_info_buffer]
         env.close()
-        row = {"env": run.env_spec.env_id, "algo": args.algo, "aux": args.aux, "rule": rule, "seed": args.seed,
+        weights = ";".join(f"{t.name}={t.weight:g}" for t in model.aux_tasks)
+        row = {"env": run.env_spec.env_id, "algo": args.algo, "aux": args.aux, "weights": weights, "rule": rule,
+               "seed": args.seed,
                "timesteps": args.timesteps, **summarise(seen, model.max_grad_norm, returns)}
         rows.append(row)
         print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

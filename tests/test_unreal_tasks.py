@@ -361,7 +361,9 @@ def test_registry_and_bundle():
     assert BUNDLES["unreal"] == ("reward_pred", "value_replay", "pixel_control")
     weights = {t.name: t.weight for t in make_tasks("unreal", algo="a2c")}
     assert weights["pixel_control"] == 0.05
-    assert {t.name: t.weight for t in make_tasks("unreal", algo="ppo")}["pixel_control"] == 0.0125
+    assert weights == {"reward_pred": 0.25, "value_replay": 0.25, "pixel_control": 0.05}  # the sweep's
+    assert {t.name: t.weight for t in make_tasks("unreal", algo="ppo")} == {
+        "reward_pred": 0.0625, "value_replay": 0.0625, "pixel_control": 0.05}
 
 
 def test_value_replay_takes_the_agents_gamma():

@@ -152,7 +152,9 @@ def test_uncertainty_weights_are_learned_parameters_of_the_policy(tmp_path):
     model.learn(512)
     assert log_var.item() != 0.0
     logged = model.logger.name_to_value
-    assert logged["aux/reward_pred/weight"] == pytest.approx(0.5 * np.exp(-logged["aux/reward_pred/log_variance"]), rel=0.2)
+    base = model.aux_tasks[0].weight  # the task's default weight, scaled by Kendall's 0.5 exp(-s)
+    assert logged["aux/reward_pred/weight"] == pytest.approx(base * 0.5 * np.exp(-logged["aux/reward_pred/log_variance"]),
+                                                             rel=0.2)
     model.save(tmp_path / "m.zip")
     loaded = AuxPPO.load(tmp_path / "m.zip")
     assert loaded.policy.aux_log_vars["reward_pred"].item() == pytest.approx(log_var.item())

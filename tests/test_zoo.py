@@ -177,8 +177,8 @@ def test_zoo_trains_and_plays_aux_ppo_lstm(tmp_path, capsys):
                "--seed", "0", "--eval-freq", "-1", "--device", "cpu") == 0
     path = logs / "aux_ppo_lstm" / "MinAtar-Breakout-v1_1" / "MinAtar-Breakout-v1.zip"
     model = AuxRecurrentPPO.load(path, device="cpu")
-    assert {t.name: t.weight for t in model.aux_tasks} == {"reward_pred": 1.0, "value_replay": 1.0,
-                                                           "pixel_control": 0.02}
+    assert {t.name: t.weight for t in model.aux_tasks} == {"reward_pred": 0.0625, "value_replay": 0.0625,
+                                                           "pixel_control": 0.02}  # PPO's defaults, and the yml's
     assert model.num_timesteps >= 256 and model.policy.last_action_reward
     assert model.policy.lstm_actor.hidden_size == 16
     assert zoo("enjoy", "--algo", "aux_ppo_lstm", "--env", ENV_ID, "-f", str(logs), "--no-render", "-n", "40",

@@ -59,8 +59,9 @@ class ValueReplay(AuxTask):
 
     name = "value_replay"
     trains_actor_critic = True  # the critic's own layers
-    # Public ports: A2C ones weight it 1; the PPO one leaves it off. 1 for both until a sweep says otherwise.
-    default_weights = {"ppo": 1.0, "a2c": 1.0}
+    # Public ports: A2C ones weight it 1; the PPO one leaves it off. Swept under rlaux's gradient rule
+    # (docs/results/unreal-weights): 0.25 for A2C, 0.0625 for PPO.
+    default_weights = {"ppo": 0.0625, "a2c": 0.25}
 
     def __init__(
         self,

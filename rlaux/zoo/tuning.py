@@ -35,8 +35,8 @@ from rlaux.tasks import parse_names
 #: replay weigh about as much as the RL loss; pixel and feature control, summed over many
 #: cells or features, about a hundredth of it. Every task of ``rlaux.tasks.TASKS`` has one.
 AUX_WEIGHT_RANGES: dict[str, tuple[float, float]] = {
-    "reward_pred": (0.1, 10.0),
-    "value_replay": (0.1, 10.0),
+    "reward_pred": (0.01, 1.0),
+    "value_replay": (0.01, 1.0),
     "pixel_control": (0.001, 0.1),
     "feature_control": (0.001, 0.1),
     "spr": (0.1, 10.0),
