@@ -367,6 +367,11 @@ def load_from_hub(
         if not model_path.is_file():
             raise ConfigError(f"{local_dir}: no model file {name}")
     else:
+        # The guard of newer huggingface_sb3 releases, checked here too: the PyPI release
+        # huggingface-sb3 3.0 downloads without it.
+        if os.environ.get("TRUST_REMOTE_CODE", "False").strip().lower() not in ("1", "true", "t", "yes", "y", "on"):
+            raise ConfigError(f"{repo_id}: loading a model from the Hub unpickles it; set TRUST_REMOTE_CODE=True "
+                              "if you trust this repository (huggingface_sb3's guard)")
         try:
             model_path = Path(sb3_hub.load_from_hub(repo_id, name))
         except ValueError as err:
