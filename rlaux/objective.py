@@ -222,8 +222,22 @@ def _add(params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None]) -> N
             p.grad = rl if p.grad is None else rl.add_(p.grad)
 
 
-def _grads(params: Sequence[th.Tensor]) -> list[th.Tensor]:
-    return [p.grad for p in params if p.grad is not None]
+def _add_clipped_rl(params: Sequence[th.Tensor], rl_grads: Sequence[th.Tensor | None], rl_norm: th.Tensor,
+                    max_grad_norm: float) -> None:
+    """``.grad += clip(g_rl)``: SB3's clip of the RL gradient, then added."""
+    clip_([g for g in rl_grads if g is not None], max_grad_norm, rl_norm)
+    _add(params, rl_grads)
+
+
+def _clip_apart(params: Sequence[th.Tensor], head_ids: set[int], max_norm: float) -> th.Tensor:
+    """Clip the ``.grad`` of the agent's parameters and of the auxiliary heads (``head_ids``) each to
+    ``max_norm`` on its own; returns whether either clip bound."""
+    clipped = th.tensor(False)
+    for in_heads in (False, True):
+        part = [p.grad for p in params if p.grad is not None and (id(p) in head_ids) == in_heads]
+        if part:
+            clipped = clipped | clip_(part, max_norm)
+    return clipped
 
 
 class ClipEach:
@@ -231,10 +245,9 @@ class ClipEach:
     to ``max_grad_norm`` on its own (rlaux's rule until the decision record above replaced it)."""
 
     def mix(self, params, rl_grads, rl_norm, max_grad_norm):
-        aux = _grads(params)
+        aux = [p.grad for p in params if p.grad is not None]
         clipped = clip_(aux, max_grad_norm) if aux else th.tensor(False)
-        clip_([g for g in rl_grads if g is not None], max_grad_norm, rl_norm)
-        _add(params, rl_grads)
+        _add_clipped_rl(params, rl_grads, rl_norm, max_grad_norm)
         return clipped
 
 
@@ -243,7 +256,7 @@ class ClipSum:
 
     def mix(self, params, rl_grads, rl_norm, max_grad_norm):
         _add(params, rl_grads)
-        return clip_(_grads(params), max_grad_norm)
+        return clip_([p.grad for p in params if p.grad is not None], max_grad_norm)
 
 
 class ClipHeadsApart:
@@ -259,10 +272,7 @@ class ClipHeadsApart:
 
     def mix(self, params, rl_grads, rl_norm, max_grad_norm):
         _add(params, rl_grads)
-        heads = [p.grad for p in params if p.grad is not None and id(p) in self.head_ids]
-        agent = [p.grad for p in params if p.grad is not None and id(p) not in self.head_ids]
-        clipped = clip_(agent, max_grad_norm)
-        return clipped | clip_(heads, max_grad_norm) if heads else clipped
+        return _clip_apart(params, self.head_ids, max_grad_norm)
 
 
 class RLPlusAux:
@@ -278,14 +288,8 @@ class RLPlusAux:
         self.aux_max_grad_norm = aux_max_grad_norm
 
     def mix(self, params, rl_grads, rl_norm, max_grad_norm):
-        heads = [p.grad for p in params if p.grad is not None and id(p) in self.head_ids]
-        agent = [p.grad for p in params if p.grad is not None and id(p) not in self.head_ids]
-        clipped = th.tensor(False)
-        for part in (agent, heads):
-            if part:
-                clipped = clipped | clip_(part, self.aux_max_grad_norm)
-        clip_([g for g in rl_grads if g is not None], max_grad_norm, rl_norm)
-        _add(params, rl_grads)
+        clipped = _clip_apart(params, self.head_ids, self.aux_max_grad_norm)
+        _add_clipped_rl(params, rl_grads, rl_norm, max_grad_norm)
         return clipped
 
 
