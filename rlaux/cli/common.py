@@ -66,4 +66,11 @@ def split_extra(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-__all__ = ["OneLineErrorParser", "key_values", "split_extra"]
+__all__ = ["OneLineErrorParser", "add_action_flags", "key_values", "split_extra"]
+
+
+def add_action_flags(p: argparse.ArgumentParser, greedy_help: str) -> None:
+    """``--deterministic`` (the default) / ``--stochastic``: how an evaluated agent picks its actions."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--deterministic", dest="deterministic", action="store_true", default=True, help=greedy_help)
+    group.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")

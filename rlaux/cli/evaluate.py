@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from rlaux.cli.common import OneLineErrorParser
+from rlaux.cli.common import OneLineErrorParser, add_action_flags
 from rlaux.envs import VEC_ENV_CHOICES
 from rlaux.evaluate import MODEL_CHOICES, evaluate_run
 
@@ -25,10 +25,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None, help="env preset or gymnasium id (needed for a model file outside a run "
                                                 "folder; overrides the run's env otherwise)")
     p.add_argument("--game", default=None, help="game of the env preset")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                       help="greedy actions (default, as rl-zoo)")
-    group.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
+    add_action_flags(p, "greedy actions (default, as rl-zoo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs (env i: seed + i); default 0")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--n-envs", type=int, default=1, help="parallel evaluation envs (default 1)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from rlaux.cli.common import OneLineErrorParser
+from rlaux.cli.common import OneLineErrorParser, add_action_flags
 from rlaux.evaluate import MODEL_CHOICES
 from rlaux.hub import push_run
 
@@ -23,10 +23,7 @@ def push_parser() -> argparse.ArgumentParser:
                    help="evaluation episodes (default 10)")
     p.add_argument("--model", choices=MODEL_CHOICES, default=None,
                    help="model of the run folder (default: best, else final, else the newest checkpoint)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                       help="greedy actions in the evaluation (default)")
-    group.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
+    add_action_flags(p, "greedy actions in the evaluation (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation env (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-video", dest="video", action="store_false", help="no replay.mp4")
