@@ -124,6 +124,18 @@ def _logged_beyond(run: Path, step: int) -> bool:
         return False
 
 
+def sigterm_after_a_checkpoint(proc, run: Path, timeout: float) -> None:
+    """Wait until ``run`` has a checkpoint and steps logged after it, then SIGTERM the process."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.is_alive():
+        dirs = ck.checkpoint_dirs(run)
+        if dirs and _logged_beyond(run, int(dirs[0].name.split("-")[1])):
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(60)
+
+
 def test_sigterm_then_resume_gives_the_uninterrupted_step_count_and_clean_tensorboard(tmp_path, capsys):
     total = 1536
     args = ["--env", "CartPole-v1", "-n", str(total), "--n-envs", "1", "--vec-env", "dummy", "--save-freq", "256",
@@ -131,14 +143,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_step_count_and_clean_tensor
             "--run-name", "r", "--device", "cpu", "--seed", "2"]
     run, log = tmp_path / "r", tmp_path / "log.txt"
     proc = cli_process(args, log)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.is_alive():  # a checkpoint, and steps logged after it
-        dirs = ck.checkpoint_dirs(run)
-        if dirs and _logged_beyond(run, int(dirs[0].name.split("-")[1])):
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.join(60)
+    sigterm_after_a_checkpoint(proc, run, timeout=60)
     err = log.read_text()
     assert proc.exitcode == 143, err
     assert f"python train_agent.py --resume {run}" in err

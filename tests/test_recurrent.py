@@ -2,9 +2,6 @@
 replayed through the LSTM (stored state, burn-in); UNREAL's LSTM inputs; resume after SIGTERM; evaluation."""
 
 import json
-import os
-import signal
-import time
 
 import numpy as np
 import pandas as pd
@@ -264,7 +261,7 @@ def run_config(tmp_path, name, env="MinAtar", **kwargs):
 
 def test_resume_after_sigterm_equals_the_uninterrupted_run(tmp_path):
     """CPU, one env, ppo_lstm with UNREAL's tasks and LSTM inputs: SIGTERM mid-run, resume, same losses and weights."""
-    from test_checkpoint import _logged_beyond, cli_process
+    from test_checkpoint import cli_process, sigterm_after_a_checkpoint
 
     whole = train(run_config(tmp_path, "whole"))
     args = ["--env", "MinAtar", "--agent", "ppo_lstm_unreal", "-n", "640", "--n-envs", "1", "--vec-env", "dummy",
@@ -273,14 +270,7 @@ def test_resume_after_sigterm_equals_the_uninterrupted_run(tmp_path):
             "--seed", "3"]
     cut, log = tmp_path / "cut", tmp_path / "log.txt"
     proc = cli_process(args, log)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.is_alive():
-        dirs = ck.checkpoint_dirs(cut)
-        if dirs and _logged_beyond(cut, int(dirs[0].name.split("-")[1])):
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.join(60)
+    sigterm_after_a_checkpoint(proc, cut, timeout=120)
     assert proc.exitcode == 143, log.read_text()
     last = ck.checkpoint_dirs(cut)[-1]
     state = json.loads((last / "state.json").read_text())

@@ -15,7 +15,6 @@ import gymnasium as gym
 import pytest
 
 from rlaux.algorithms import AuxPPO
-from rlaux.cli import main
 from rlaux.cli.train import config_from_args, train_parser
 from rlaux.run import resolve
 from rlaux.run.checkpoint import checkpoint_dirs
@@ -53,13 +52,7 @@ gym.register("{env_id}", entry_point=Tiny)
 '''
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from test_cli import run_main  # noqa: E402  (after the package text above)
 
 
 def write_package(folder: Path, module: str, env_id: str) -> None:
