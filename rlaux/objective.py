@@ -405,7 +405,7 @@ class AuxiliaryObjective:
             p.grad = None
         with th.enable_grad():
             terms = self.task_losses()
-            if not all(th.isfinite(loss) for _, loss in terms):
+            if terms and not th.isfinite(th.stack([loss.detach() for _, loss in terms])).all():  # one host sync
                 return False
             if self._measure_tasks or any(task.weighting.uses_gradients for task, _ in terms):
                 self._add_task_by_task(terms, {id(p): g for p, g in zip(params, rl_grads)})
