@@ -19,6 +19,7 @@ import torch as th
 from stable_baselines3 import A2C, PPO
 
 from rlaux.envs import make_vec_env
+from rlaux.networks import without_rlaux_kwargs
 from rlaux.run import RunConfig, algorithm_kwargs, build_model, resolve
 
 
@@ -49,7 +50,7 @@ def main() -> None:
                                     device=args.device, log_dir="/tmp/rlaux-bench"))
             env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=repeat, vec_env=args.vec_env)
             if variant == "sb3":
-                kwargs = algorithm_kwargs(run.hyperparams, run.env_spec.policy_kwargs)
+                kwargs = algorithm_kwargs(run.hyperparams, without_rlaux_kwargs(run.env_spec.policy_kwargs))
                 cls = {"ppo": PPO, "a2c": A2C}[args.algo]
                 model = cls(run.env_spec.policy, env, seed=repeat, device=args.device, **kwargs)
             else:

@@ -61,6 +61,7 @@ from rlaux.policy import (
 )
 from rlaux.replay import LSTM_STATE_DTYPES, AuxReplayBuffer
 from rlaux.tasks import AuxTask, make_tasks, warn_if_encoder_is_parameter_free
+from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE
 
 
 def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space,
@@ -121,6 +122,10 @@ class AuxAlgorithmMixin:
         ``rl_plus_aux`` (default: SB3's clipped RL gradient plus the weighted auxiliary gradient),
         ``sum``, ``heads_apart`` or ``each``.
     :param aux_max_grad_norm: the safety clip of the auxiliary gradient under ``rl_plus_aux``.
+    :param aux_env_steps_per_sequence: the data rate of the replaying tasks (reward prediction, value
+        replay, pixel and feature control) left at ``batch_size=None``: one sequence per task per this many
+        collected env steps, spread evenly over the optimizer steps (UNREAL: 20; see
+        ``rlaux.tasks.base.sequences_per_update`` and :meth:`env_steps_per_optimizer_step`).
     """
 
     algo_name: ClassVar[str]
@@ -149,6 +154,7 @@ class AuxAlgorithmMixin:
         max_skipped_updates: int = 10,
         aux_clip: str = "rl_plus_aux",
         aux_max_grad_norm: float = 10.0,
+        aux_env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -162,6 +168,9 @@ class AuxAlgorithmMixin:
             raise ConfigError(f"unknown aux_clip {aux_clip!r}; valid: {', '.join(GRADIENT_RULES)}")
         if not aux_max_grad_norm > 0:
             raise ConfigError(f"aux_max_grad_norm must be > 0, got {aux_max_grad_norm}")
+        if not isinstance(aux_env_steps_per_sequence, int) or aux_env_steps_per_sequence < 1:
+            raise ConfigError(f"aux_env_steps_per_sequence must be an integer >= 1, got {aux_env_steps_per_sequence!r}")
+        self.aux_env_steps_per_sequence = aux_env_steps_per_sequence
         self.aux_replay_capacity = aux_replay_capacity
         self.aux_clip = aux_clip
         self.aux_max_grad_norm = aux_max_grad_norm
@@ -199,13 +208,25 @@ class AuxAlgorithmMixin:
             self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
             return
         for task in self.aux_tasks:
-            task.configure(gamma=self.gamma, recurrent=self.recurrent)
+            task.configure(
+                gamma=self.gamma, recurrent=self.recurrent, env_steps_per_update=self.env_steps_per_optimizer_step(),
+                env_steps_per_sequence=getattr(self, "aux_env_steps_per_sequence", DEFAULT_ENV_STEPS_PER_SEQUENCE),
+            )
         self.aux_objective = AuxiliaryObjective(
             self.aux_tasks, self.policy, lambda: self.aux_replay, max_skipped,
             minibatch=lambda: current_minibatch(self.rollout_buffer),
             aux_clip=getattr(self, "aux_clip", "rl_plus_aux"), aux_max_grad_norm=getattr(self, "aux_max_grad_norm", 10.0),
         )
         self.update_guard = self.aux_objective.guard
+
+    def env_steps_per_optimizer_step(self) -> float:
+        """Env steps collected per optimizer step: a rollout (``n_steps`` x ``n_envs``) over PPO's
+        ``n_epochs`` x minibatches per rollout, or over A2C's one step per rollout."""
+        rollout = self.n_steps * self.n_envs
+        batch_size = getattr(self, "batch_size", None)  # PPO's minibatch; A2C has none
+        if batch_size is None:
+            return float(rollout)
+        return rollout / (self.n_epochs * math.ceil(rollout / batch_size))
 
     @property
     def needs_replay(self) -> bool:

@@ -132,6 +132,16 @@ FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
 }
 
 
+#: Policy kwargs that only rlaux's policies take (``rlaux.policy``); SB3's own policies reject them.
+RLAUX_POLICY_KWARGS = ("encoder_dtype",)
+
+
+def without_rlaux_kwargs(policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy_kwargs`` for SB3's own policies: :data:`RLAUX_POLICY_KWARGS` left out (e.g. to run a
+    preset with vanilla SB3, as the benchmarks do)."""
+    return {k: v for k, v in policy_kwargs.items() if k not in RLAUX_POLICY_KWARGS}
+
+
 def sb3_policy_kwargs(toml_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` from TOML-friendly ones (an env preset's ``policy_kwargs``, or a
     ``policy_kwargs`` hyperparameter).

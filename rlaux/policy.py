@@ -50,15 +50,68 @@ class HeadSource(Protocol):
         """The task's head on this policy's encoder, or ``None``."""
 
 
+#: ``encoder_dtype`` values: the precision of the encoder's forward and backward passes.
+ENCODER_DTYPES = ("float32", "bfloat16", "auto")
+
+
+def fast_bfloat16(device: th.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU that supports it, or a CPU
+    with AMX or AVX512-BF16 (elsewhere torch emulates bfloat16, slower than float32)."""
+    if device.type == "cuda":
+        return th.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(th.cpu._is_amx_tile_supported() or th.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes: assume not
+        return False
+
+
+def resolve_encoder_dtype(encoder_dtype: str, device: th.device) -> str:
+    """``"auto"`` -> ``"bfloat16"`` where :func:`fast_bfloat16`, else ``"float32"``; checks the name."""
+    if encoder_dtype not in ENCODER_DTYPES:
+        raise ConfigError(f"unknown encoder_dtype {encoder_dtype!r}; valid: {', '.join(ENCODER_DTYPES)}")
+    if encoder_dtype == "auto":
+        return "bfloat16" if fast_bfloat16(device) else "float32"
+    return encoder_dtype
+
+
 class AuxActorCriticPolicy(ActorCriticPolicy):
     """``ActorCriticPolicy`` plus ``aux_heads``, one per auxiliary task that has a head.
 
     :param aux_tasks: the task objects; each builds its head from this policy.
+    :param encoder_dtype: ``"float32"`` (SB3's), ``"bfloat16"``: the features extractor runs under
+        ``torch.autocast`` to bfloat16 (mixed precision: weights, optimizer state and everything after
+        the features stay float32; the features are cast back to float32), or ``"auto"``: bfloat16 where
+        the device computes it natively (:func:`fast_bfloat16`), else float32. The resolved value is in
+        :attr:`encoder_dtype`.
     """
 
-    def __init__(self, *args: Any, aux_tasks: Sequence[HeadSource] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, aux_tasks: Sequence[HeadSource] = (), encoder_dtype: str = "float32",
+                 **kwargs: Any) -> None:
         self.aux_tasks = list(aux_tasks)  # read by _build, which super().__init__ calls
+        resolve_encoder_dtype(encoder_dtype, th.device("cpu"))  # a bad name fails here
+        self._requested_encoder_dtype = encoder_dtype
+        self._resolved_encoder_dtype: tuple[th.device, str] | None = None
         super().__init__(*args, **kwargs)
+
+    @property
+    def encoder_dtype(self) -> str:
+        """``"float32"`` or ``"bfloat16"``: the requested precision, ``"auto"`` resolved for the policy's device."""
+        device = self.device
+        if self._resolved_encoder_dtype is None or self._resolved_encoder_dtype[0] != device:
+            self._resolved_encoder_dtype = (device, resolve_encoder_dtype(self._requested_encoder_dtype, device))
+        return self._resolved_encoder_dtype[1]
+
+    def extract_features(self, obs: Any, features_extractor: nn.Module | None = None) -> Any:
+        """SB3's feature extraction, under bfloat16 autocast when :attr:`encoder_dtype` asks for it."""
+        if self.encoder_dtype == "float32":
+            return super().extract_features(obs, features_extractor)
+        with th.autocast(self.device.type, dtype=th.bfloat16):
+            features = super().extract_features(obs, features_extractor)
+        if isinstance(features, tuple):
+            return tuple(f.float() for f in features)
+        return features.float()
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
@@ -78,6 +131,7 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data["aux_tasks"] = self.aux_tasks
+        data["encoder_dtype"] = self._requested_encoder_dtype
         return data
 
     def aux_head(self, name: str) -> nn.Module | None:
@@ -102,8 +156,15 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         return preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images).float()
 
     def encode(self, obs: th.Tensor) -> th.Tensor:
-        """Encoder features [N, features_dim] of raw observations [N, *obs_shape]."""
-        return BasePolicy.extract_features(self, obs, self.pi_features_extractor)
+        """Encoder features [N, features_dim] of raw observations [N, *obs_shape] (float32)."""
+        return self._features(obs, self.pi_features_extractor)
+
+    def _features(self, obs: th.Tensor, extractor: nn.Module) -> th.Tensor:
+        """One extractor's features of raw observations, at :attr:`encoder_dtype`, returned as float32."""
+        if self.encoder_dtype == "float32":
+            return BasePolicy.extract_features(self, obs, extractor)
+        with th.autocast(self.device.type, dtype=th.bfloat16):
+            return BasePolicy.extract_features(self, obs, extractor).float()
 
     def encode_sequences(self, batch: ReplayBatch) -> th.Tensor:
         """Features [B, T, features_dim] of every observation of ``batch``, computed once per batch."""
@@ -123,7 +184,7 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         if self.share_features_extractor:
             features = self.encode_sequences(batch).flatten(0, 1)
         else:
-            features = BasePolicy.extract_features(self, batch.obs.flatten(0, 1), self.vf_features_extractor)
+            features = self._features(batch.obs.flatten(0, 1), self.vf_features_extractor)
         values = self.value_net(self.mlp_extractor.forward_critic(features))
         return values.view(batch.obs.shape[:2])
 
@@ -318,7 +379,7 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
         extractor = self.vf_features_extractor if critic else self.pi_features_extractor
         if critic and not self.share_features_extractor:
             obs = batch.obs
-            features = BasePolicy.extract_features(self, obs.flatten(0, 1), extractor).unflatten(0, obs.shape[:2])
+            features = self._features(obs.flatten(0, 1), extractor).unflatten(0, obs.shape[:2])
         else:
             features = self.encode_sequences(batch)
         lstm = self.lstm_critic if critic else self.lstm_actor
@@ -328,7 +389,7 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
         if k:
             with th.no_grad():
                 burn_obs = window.burn_in_obs.flatten(0, 1)
-                burn = BasePolicy.extract_features(self, burn_obs, extractor).view(b, k, -1)
+                burn = self._features(burn_obs, extractor).view(b, k, -1)
                 _, state = self._run_lstm(burn, window.starts[:, :k], None if inputs is None else inputs[:, :k], state, lstm)
         output, _ = self._run_lstm(features, window.starts[:, k:], None if inputs is None else inputs[:, k:], state, lstm)
         return output
@@ -347,7 +408,7 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
         else:
             obs = batch.obs
             features = (self.encode_sequences(batch) if self.share_features_extractor else
-                        BasePolicy.extract_features(self, obs.flatten(0, 1), self.vf_features_extractor)
+                        self._features(obs.flatten(0, 1), self.vf_features_extractor)
                         .unflatten(0, obs.shape[:2]))
             latent = self.critic(features)
         values = self.value_net(self.mlp_extractor.forward_critic(latent.flatten(0, 1)))

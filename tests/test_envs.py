@@ -19,7 +19,14 @@ from rlaux.envs import (
     resolve_env,
 )
 from rlaux.errors import ConfigError
-from rlaux.networks import FEATURE_EXTRACTORS, MinAtarCNN, NatureCNN, conv_feature_maps, sb3_policy_kwargs
+from rlaux.networks import (
+    FEATURE_EXTRACTORS,
+    MinAtarCNN,
+    NatureCNN,
+    conv_feature_maps,
+    sb3_policy_kwargs,
+    without_rlaux_kwargs,
+)
 from rlaux.presets import list_presets, load_preset, preset_source
 
 
@@ -252,6 +259,8 @@ def test_sb3_policy_kwargs_and_ppo_builds():
     kwargs = sb3_policy_kwargs(spec.policy_kwargs)
     assert kwargs["features_extractor_class"] is FEATURE_EXTRACTORS["minatar_cnn"]
     assert "features_extractor" not in kwargs
+    assert kwargs["encoder_dtype"] == "auto"  # rlaux's policies take it; SB3's own do not
+    kwargs = without_rlaux_kwargs(kwargs)
     from stable_baselines3 import PPO
 
     venv = make_vec_env(spec, n_envs=2)

@@ -36,6 +36,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu or cuda")
     p.add_argument("-f", "--log-dir", "--log-folder", dest="log_dir", default="runs", help="folder of run folders (default runs/)")
+    p.add_argument("--label", default=None,
+                   help="the variant's name in comparisons (default: its aux tasks, with flagged weights and weighting)")
     p.add_argument("--run-name", default=None, help="run folder name (default <env>_<algo>_<aux>_s<seed>)")
     p.add_argument("-tb", "--tensorboard-log", default=None, help="TensorBoard folder (default: inside the run folder)")
     p.add_argument("--vec-env", default="auto", help="auto (subprocesses for n_envs > 1, in-process for cheap envs such as MinAtar), dummy, subproc, or envpool (Atari; pip install 'rlaux[envpool]')")
@@ -95,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True, colon=True),
         progress_bar=args.progress_bar, verbose=args.verbose,
         env_kwargs=key_values(args.env_kwargs, "--env-kwargs", literal=True, colon=True),
-        gym_packages=list(args.gym_packages), trained_agent=args.trained_agent,
+        gym_packages=list(args.gym_packages), trained_agent=args.trained_agent, label=args.label,
     )
 
 

@@ -40,6 +40,27 @@ from rlaux.errors import ConfigError
 VEC_ENV_CHOICES = ("auto", "dummy", "subproc", "envpool")
 
 
+class _InfoList(list):
+    """A list of info dicts whose deep copy is a shallow one (the dicts themselves are shared)."""
+
+    def __deepcopy__(self, memo: dict) -> _InfoList:
+        return type(self)(self)
+
+
+class InfoSharingDummyVecEnv(DummyVecEnv):
+    """SB3's ``DummyVecEnv`` minus the deep copy of the info dicts at every step.
+
+    ``DummyVecEnv.step_wait`` returns ``deepcopy(self.buf_infos)``. Every env step returns a new info
+    dict, which the next step replaces in ``buf_infos`` rather than changes, so a copy of the list
+    suffices; the deep copy cost 19% of collection time with 64 MinAtar envs (``benchmarks/throughput.py``,
+    docs/benchmarks.md). The returned list is a new list each step; its dicts are the envs' own.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        super().__init__(env_fns)
+        self.buf_infos = _InfoList(self.buf_infos)
+
+
 def _preload_forkserver() -> None:
     """Have the forkserver import the env factory's module once, so that each SubprocVecEnv
     worker forks with torch, SB3 and ale_py already imported instead of importing them itself
@@ -61,13 +82,13 @@ def _vec_env_cls(spec: EnvSpec, n_envs: int, vec_env: str) -> type[VecEnv]:
     if vec_env not in VEC_ENV_CHOICES:
         raise ConfigError(f"unknown vec_env {vec_env!r}; valid choices: {', '.join(VEC_ENV_CHOICES)}")
     if vec_env == "dummy" or n_envs == 1:
-        return DummyVecEnv
+        return InfoSharingDummyVecEnv
     if vec_env == "subproc":
         return SubprocVecEnv
     # auto: processes only pay off when a step costs more than the IPC round trip.
     # MinAtar (~100k raw steps/s) and vector gym envs (CartPole ...) are far faster in-process.
     if spec.kind == "minatar" or (spec.kind == "gym" and spec.policy == "MlpPolicy"):
-        return DummyVecEnv
+        return InfoSharingDummyVecEnv
     return SubprocVecEnv
 
 
@@ -138,4 +159,4 @@ def make_vec_env(
     return venv
 
 
-__all__ = ["VEC_ENV_CHOICES", "make_vec_env"]
+__all__ = ["VEC_ENV_CHOICES", "InfoSharingDummyVecEnv", "make_vec_env"]

@@ -71,6 +71,7 @@ class RunConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # --env-kwargs: to gymnasium.make, over the preset's
     gym_packages: list[str] = field(default_factory=list)  # --gym-packages: imported first (they register envs)
     trained_agent: str | None = None  # -i: a saved model to go on training (rlaux.run.pretrained)
+    label: str | None = None  # --label: the variant's name in comparisons (default: from tasks, weights, weighting)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class ResolvedRun:
     def label(self) -> str:
         """The variant name comparisons group runs by (``rlaux.tasks.variant_label``): the weights
         given by flag and the weighting are part of it."""
+        if self.config.label:
+            return self.config.label
         flagged = {k: v for k, v in self.aux_weights.items() if k in self.config.aux_weights}
         return variant_label(self.aux, flagged, self.aux_weighting)
 

@@ -27,6 +27,19 @@ from rlaux.weighting import Fixed, Weighting
 
 Metrics = dict[str, th.Tensor]
 
+#: UNREAL's data rate: each auxiliary task replays one sequence per 20-step A3C update of an actor.
+DEFAULT_ENV_STEPS_PER_SEQUENCE = 20
+
+
+def sequences_per_update(env_steps_per_update: float, env_steps_per_sequence: int) -> int:
+    """Sequences per optimizer step that replay one sequence per ``env_steps_per_sequence`` collected env
+    steps: ``round(env_steps_per_update / env_steps_per_sequence)``, at least 1.
+
+    The auxiliary work is then tied to the data, not to the optimizer: PPO's 4 epochs of 4 minibatches
+    over 8 x 128 steps (64 env steps per optimizer step) get 3 sequences a step, A2C's 8 x 5 steps 2, and
+    either way one sequence per task per 20 env steps, UNREAL's rate, whatever the minibatch size."""
+    return max(1, round(env_steps_per_update / env_steps_per_sequence))
+
 
 class AuxTask(ABC):
     """Base class of auxiliary tasks. Subclasses set ``name`` and implement ``loss``.
@@ -50,6 +63,8 @@ class AuxTask(ABC):
     progress: float = 0.0
     #: Whether the policy it trains has an LSTM (set by ``configure``).
     recurrent: bool = False
+    #: Sequences per optimizer step at the data rate (set by ``configure``); used when ``batch_size`` is None.
+    rate_batch_size: int = 1
 
     def __init__(self, weight: float | None = None) -> None:
         if weight is not None:
@@ -74,12 +89,24 @@ class AuxTask(ABC):
                 f"but the env gives {observation_space}; use it with an image env such as Atari or MinAtar"
             )
 
-    def configure(self, *, gamma: float, recurrent: bool = False, **_: object) -> None:
+    def configure(self, *, gamma: float, recurrent: bool = False, env_steps_per_update: float | None = None,
+                  env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE, **_: object) -> None:
         """Receive facts about the agent that trains the task (called by the algorithm's
         ``_setup_model``, after the policy and its heads exist). ``gamma``: the agent's
-        discount; ``recurrent``: whether its policy has an LSTM (kept in :attr:`recurrent`).
+        discount; ``recurrent``: whether its policy has an LSTM (kept in :attr:`recurrent`);
+        ``env_steps_per_update``: env steps collected per optimizer step, which with
+        ``env_steps_per_sequence`` sets :attr:`rate_batch_size` (:func:`sequences_per_update`).
         Unknown keywords are ignored so that more can be added; overrides call this one."""
         self.recurrent = bool(recurrent)
+        if env_steps_per_update is not None:
+            self.rate_batch_size = sequences_per_update(env_steps_per_update, env_steps_per_sequence)
+
+    @property
+    def sequences(self) -> int:
+        """Sequences the task samples per optimizer step: its ``batch_size`` where given, else
+        :attr:`rate_batch_size`, the data rate's (tasks without ``batch_size`` sample none)."""
+        batch_size = getattr(self, "batch_size", None)
+        return self.rate_batch_size if batch_size is None else batch_size
 
     def replay_request(self) -> ReplayRequest | None:
         """The sequences this task samples each update; ``None`` if it uses no replay."""
@@ -123,6 +150,12 @@ def check_weight(name: str, weight: object) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"weight of aux task '{name}' must be a finite non-negative number, got {weight!r}")
     return value
+
+
+def check_batch_size(task_name: str, batch_size: int | None) -> None:
+    """ConfigError unless ``batch_size`` is None (the data rate's) or an integer >= 1."""
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ConfigError(f"{task_name} batch_size must be an integer >= 1 or None (from the data rate), got {batch_size!r}")
 
 
 class ParameterFreeEncoderWarning(UserWarning):

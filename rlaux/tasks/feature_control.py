@@ -35,7 +35,7 @@ from torch import nn
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, task_conv_trunk, update_target
+from rlaux.tasks.base import AuxTask, Metrics, check_batch_size, task_conv_trunk, update_target
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
@@ -73,7 +73,8 @@ class FeatureControl(AuxTask):
     :param target_update_interval: loss computations (optimizer steps) between target updates.
     :param hidden: width of the Q head's hidden layer (0: none).
     :param seq_len: steps per replayed sequence.
-    :param batch_size: sequences per update.
+    :param batch_size: sequences per optimizer step; None (default): one per ``env_steps_per_sequence``
+        collected env steps (UNREAL's rate, ``rlaux.tasks.base.sequences_per_update``).
     """
 
     name = "feature_control"
@@ -89,15 +90,16 @@ class FeatureControl(AuxTask):
         target_update_interval: int = 1,
         hidden: int = 256,
         seq_len: int = 20,
-        batch_size: int = 2,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__(weight)
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= tau <= 1.0:
             raise ConfigError(f"feature_control needs gamma and tau in [0, 1], got gamma={gamma}, tau={tau}")
-        if target_update_interval < 1 or hidden < 0 or seq_len < 1 or batch_size < 1:
+        check_batch_size(self.name, batch_size)
+        if target_update_interval < 1 or hidden < 0 or seq_len < 1:
             raise ConfigError(
-                "feature_control needs target_update_interval >= 1, hidden >= 0, seq_len >= 1, batch_size >= 1; got "
-                f"{target_update_interval}, {hidden}, {seq_len}, {batch_size}"
+                "feature_control needs target_update_interval >= 1, hidden >= 0, seq_len >= 1; got "
+                f"{target_update_interval}, {hidden}, {seq_len}"
             )
         self.gamma = gamma
         self.tau = tau
@@ -114,7 +116,7 @@ class FeatureControl(AuxTask):
     def replay_request(self) -> ReplayRequest:
         # Equal to pixel control's request, so the two share one batch and its encoder pass.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1
+            seq_len=self.seq_len, batch_size=self.sequences, next_obs=True, allow_episode_end=True, min_len=1
         )
 
     def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:

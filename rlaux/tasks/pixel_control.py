@@ -53,7 +53,7 @@ from torch import nn
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_lstm_window, lstm_window
+from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_batch_size, check_lstm_window, lstm_window
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
@@ -132,7 +132,8 @@ class PixelControl(AuxTask):
     :param border: pixels dropped on each side before gridding; ``None``: 2 from 64 px, else 0.
     :param gamma: the control policies' discount (UNREAL: 0.9, not the agent's).
     :param seq_len: steps per replayed sequence (UNREAL: up to 20).
-    :param batch_size: sequences per update.
+    :param batch_size: sequences per optimizer step; None (default): one per ``env_steps_per_sequence``
+        collected env steps (UNREAL's rate, ``rlaux.tasks.base.sequences_per_update``).
     :param lstm_start: recurrent policies only: ``"stored"`` or ``"zeros"`` (see value replay).
     :param burn_in: recurrent policies only: steps run through the LSTM before the sequence, without loss.
     """
@@ -150,7 +151,7 @@ class PixelControl(AuxTask):
         border: int | None = None,
         gamma: float = 0.9,
         seq_len: int = 20,
-        batch_size: int = 2,
+        batch_size: int | None = None,
         lstm_start: str = "stored",
         burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
@@ -162,8 +163,9 @@ class PixelControl(AuxTask):
             raise ConfigError(f"pixel_control border must be a non-negative integer or None, got {border!r}")
         if not 0.0 <= gamma <= 1.0:
             raise ConfigError(f"pixel_control gamma must be in [0, 1], got {gamma}")
-        if seq_len < 1 or batch_size < 1:
-            raise ConfigError(f"pixel_control needs seq_len >= 1 and batch_size >= 1, got {seq_len}, {batch_size}")
+        check_batch_size(self.name, batch_size)
+        if seq_len < 1:
+            raise ConfigError(f"pixel_control needs seq_len >= 1, got {seq_len}")
         self.cell_size = cell_size
         self.border = border
         self.gamma = gamma
@@ -195,7 +197,7 @@ class PixelControl(AuxTask):
         # Up to seq_len steps (shorter ones masked), possibly ending an episode (n_step_q_loss
         # then stops before it). The same request as value_replay's: one batch, one encoder pass.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1,
+            seq_len=self.seq_len, batch_size=self.sequences, next_obs=True, allow_episode_end=True, min_len=1,
             **lstm_window(self),
         )
 

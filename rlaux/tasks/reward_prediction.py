@@ -16,7 +16,7 @@ from torch import nn
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, mlp
+from rlaux.tasks.base import AuxTask, Metrics, check_batch_size, mlp
 
 NEGATIVE, ZERO, POSITIVE = 0, 1, 2
 
@@ -46,7 +46,8 @@ class RewardPrediction(AuxTask):
     :param n_frames: k, the observations whose features are concatenated (3 in the paper).
     :param hidden: width of the head's hidden layer (paper: 128); 0 for a single linear
         layer as in miyosuda/unreal.
-    :param batch_size: sequences per update.
+    :param batch_size: sequences per optimizer step; None (default): one per ``env_steps_per_sequence``
+        collected env steps (UNREAL's rate, ``rlaux.tasks.base.sequences_per_update``).
     :param reward_threshold: a step is rewarding when |r| > this.
     """
 
@@ -59,14 +60,15 @@ class RewardPrediction(AuxTask):
         weight: float | None = None,
         n_frames: int = 3,
         hidden: int = 128,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         reward_threshold: float = 0.0,
     ) -> None:
         super().__init__(weight)
-        if n_frames < 1 or batch_size < 1 or hidden < 0 or reward_threshold < 0:
+        check_batch_size(self.name, batch_size)
+        if n_frames < 1 or hidden < 0 or reward_threshold < 0:
             raise ConfigError(
-                f"reward_pred needs n_frames >= 1, batch_size >= 1, hidden >= 0, reward_threshold >= 0; "
-                f"got n_frames={n_frames}, batch_size={batch_size}, hidden={hidden}, reward_threshold={reward_threshold}"
+                f"reward_pred needs n_frames >= 1, hidden >= 0, reward_threshold >= 0; "
+                f"got n_frames={n_frames}, hidden={hidden}, reward_threshold={reward_threshold}"
             )
         self.n_frames = n_frames
         self.hidden = hidden
@@ -76,7 +78,7 @@ class RewardPrediction(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(
             seq_len=self.n_frames,
-            batch_size=self.batch_size,
+            batch_size=self.sequences,
             skewed=True,
             reward_threshold=self.reward_threshold,
         )

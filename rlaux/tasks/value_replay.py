@@ -36,7 +36,7 @@ import torch as th
 from rlaux.errors import ConfigError
 from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_lstm_window, lstm_window
+from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_batch_size, check_lstm_window, lstm_window
 from rlaux.tasks.functional import n_step_returns
 
 
@@ -50,7 +50,8 @@ class ValueReplay(AuxTask):
     """``value_replay``: regress the agent's value head on n-step returns of replayed sequences.
 
     :param seq_len: steps per sequence (UNREAL: up to 20).
-    :param batch_size: sequences per update.
+    :param batch_size: sequences per optimizer step; None (default): one per ``env_steps_per_sequence``
+        collected env steps (UNREAL's rate, ``rlaux.tasks.base.sequences_per_update``).
     :param gamma: discount; ``None`` (the default) takes the agent's.
     :param lstm_start: recurrent policies only: where the LSTM starts, ``"stored"`` (the state the
         policy had, ``burn_in`` steps before the sequence) or ``"zeros"``.
@@ -67,17 +68,16 @@ class ValueReplay(AuxTask):
         self,
         weight: float | None = None,
         seq_len: int = 20,
-        batch_size: int = 2,
+        batch_size: int | None = None,
         gamma: float | None = None,
         lstm_start: str = "stored",
         burn_in: int = DEFAULT_BURN_IN,
     ) -> None:
         super().__init__(weight)
         check_lstm_window(self.name, lstm_start, burn_in)
-        if seq_len < 1 or batch_size < 1:
-            raise ConfigError(
-                f"value_replay needs seq_len >= 1 and batch_size >= 1, got seq_len={seq_len}, batch_size={batch_size}"
-            )
+        check_batch_size(self.name, batch_size)
+        if seq_len < 1:
+            raise ConfigError(f"value_replay needs seq_len >= 1, got seq_len={seq_len}")
         if gamma is not None and not 0.0 <= gamma <= 1.0:
             raise ConfigError(f"value_replay gamma must be in [0, 1], got {gamma}")
         self.seq_len = seq_len
@@ -103,7 +103,7 @@ class ValueReplay(AuxTask):
     def replay_request(self) -> ReplayRequest:
         # "Up to seq_len" steps: sequences that start fewer steps after their episode began are masked.
         return ReplayRequest(
-            seq_len=self.seq_len, batch_size=self.batch_size, next_obs=True, allow_episode_end=True, min_len=1,
+            seq_len=self.seq_len, batch_size=self.sequences, next_obs=True, allow_episode_end=True, min_len=1,
             **lstm_window(self),
         )
 
