@@ -50,7 +50,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStac
 
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
-from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard
+from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard, can_reuse_gradient
 from rlaux.policy import (
     AuxActorCriticCnnPolicy,
     AuxActorCriticPolicy,
@@ -61,7 +61,7 @@ from rlaux.policy import (
 )
 from rlaux.replay import LSTM_STATE_DTYPES, AuxReplayBuffer
 from rlaux.tasks import AuxTask, make_tasks, warn_if_encoder_is_parameter_free
-from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE
+from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE, sequences_per_update
 
 
 def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space,
@@ -107,6 +107,11 @@ def frame_stack_of(env: VecEnv) -> int:
     return int(getattr(env, "frame_stack", 1))
 
 
+#: ``aux_every="auto"``: reuse the auxiliary gradient over as many optimizer steps as it takes for each
+#: replaying task to draw at least this many sequences at once (measured: docs/benchmarks.md).
+AUX_MIN_SEQUENCES = 32
+
+
 class AuxAlgorithmMixin:
     """What AuxPPO, AuxA2C and AuxRecurrentPPO add to their SB3 (sb3-contrib) base class.
 
@@ -126,6 +131,12 @@ class AuxAlgorithmMixin:
         replay, pixel and feature control) left at ``batch_size=None``: one sequence per task per this many
         collected env steps, spread evenly over the optimizer steps (UNREAL: 20; see
         ``rlaux.tasks.base.sequences_per_update`` and :meth:`env_steps_per_optimizer_step`).
+    :param aux_every: compute the auxiliary gradient on one optimizer step in k of an update, from k times
+        the sequences, and add that same gradient on the k - 1 steps that follow (the sequences per env step
+        and each step's expected auxiliary gradient are unchanged; the reused gradient is up to k - 1 steps
+        old). ``"auto"``: the smallest k that gives each replaying task at least ``AUX_MIN_SEQUENCES``
+        sequences, at most the optimizer steps of an update. Only where every task samples the replay and
+        no weighting reads the step's RL gradient (``rlaux.objective.can_reuse_gradient``); else 1.
     """
 
     algo_name: ClassVar[str]
@@ -155,6 +166,7 @@ class AuxAlgorithmMixin:
         aux_clip: str = "rl_plus_aux",
         aux_max_grad_norm: float = 10.0,
         aux_env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE,
+        aux_every: int | str = "auto",
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -171,6 +183,9 @@ class AuxAlgorithmMixin:
         if not isinstance(aux_env_steps_per_sequence, int) or aux_env_steps_per_sequence < 1:
             raise ConfigError(f"aux_env_steps_per_sequence must be an integer >= 1, got {aux_env_steps_per_sequence!r}")
         self.aux_env_steps_per_sequence = aux_env_steps_per_sequence
+        if aux_every != "auto" and (not isinstance(aux_every, int) or isinstance(aux_every, bool) or aux_every < 1):
+            raise ConfigError(f"aux_every must be an integer >= 1 or 'auto', got {aux_every!r}")
+        self.aux_every = aux_every
         self.aux_replay_capacity = aux_replay_capacity
         self.aux_clip = aux_clip
         self.aux_max_grad_norm = aux_max_grad_norm
@@ -207,26 +222,46 @@ class AuxAlgorithmMixin:
             # Only reads the gradient norm: finite updates stay exactly SB3's.
             self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
             return
+        every = self._gradient_reuse_steps()
         for task in self.aux_tasks:
             task.configure(
-                gamma=self.gamma, recurrent=self.recurrent, env_steps_per_update=self.env_steps_per_optimizer_step(),
-                env_steps_per_sequence=getattr(self, "aux_env_steps_per_sequence", DEFAULT_ENV_STEPS_PER_SEQUENCE),
+                gamma=self.gamma, recurrent=self.recurrent, env_steps_per_sequence=self._env_steps_per_sequence,
+                env_steps_per_update=self.env_steps_per_optimizer_step() * every, steps_per_batch=every,
             )
         self.aux_objective = AuxiliaryObjective(
             self.aux_tasks, self.policy, lambda: self.aux_replay, max_skipped,
             minibatch=lambda: current_minibatch(self.rollout_buffer),
             aux_clip=getattr(self, "aux_clip", "rl_plus_aux"), aux_max_grad_norm=getattr(self, "aux_max_grad_norm", 10.0),
         )
+        self.aux_objective.every = every
         self.update_guard = self.aux_objective.guard
+
+    @property
+    def _env_steps_per_sequence(self) -> int:
+        return getattr(self, "aux_env_steps_per_sequence", DEFAULT_ENV_STEPS_PER_SEQUENCE)
+
+    def optimizer_steps_per_update(self) -> int:
+        """Optimizer steps of one ``train()``: PPO's ``n_epochs`` x minibatches, A2C's one."""
+        batch_size = getattr(self, "batch_size", None)
+        if batch_size is None:
+            return 1
+        return self.n_epochs * math.ceil(self.n_steps * self.n_envs / batch_size)
+
+    def _gradient_reuse_steps(self) -> int:
+        """k of ``aux_every`` for this agent and its tasks."""
+        steps = self.optimizer_steps_per_update()
+        setting = getattr(self, "aux_every", 1)
+        if steps == 1 or not can_reuse_gradient(self.aux_tasks):
+            return 1
+        if setting != "auto":
+            return min(int(setting), steps)
+        rate = sequences_per_update(self.env_steps_per_optimizer_step(), self._env_steps_per_sequence)
+        return min(steps, math.ceil(AUX_MIN_SEQUENCES / rate))
 
     def env_steps_per_optimizer_step(self) -> float:
         """Env steps collected per optimizer step: a rollout (``n_steps`` x ``n_envs``) over PPO's
         ``n_epochs`` x minibatches per rollout, or over A2C's one step per rollout."""
-        rollout = self.n_steps * self.n_envs
-        batch_size = getattr(self, "batch_size", None)  # PPO's minibatch; A2C has none
-        if batch_size is None:
-            return float(rollout)
-        return rollout / (self.n_epochs * math.ceil(rollout / batch_size))
+        return self.n_steps * self.n_envs / self.optimizer_steps_per_update()
 
     @property
     def needs_replay(self) -> bool:

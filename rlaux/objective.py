@@ -71,6 +71,25 @@ none of the measured steps (A2C and PPO on MinAtar, PPO on Atari). A2C ``unreal`
 5.56 [5.28, 5.79], level with plain PPO's 6.09 [5.40, 6.99]
 (docs/results/gradient-rules).
 
+How much auxiliary work per env step (``aux_env_steps_per_sequence``, ``aux_every``). The
+replaying tasks (reward prediction, value replay, pixel and feature control) draw one sequence
+per task per 20 collected env steps, UNREAL's rate (one sequence per task per 20-step A3C
+update), spread over the optimizer steps: ``round(env steps per optimizer step / 20)`` per
+step (``rlaux.tasks.base.sequences_per_update``). The work is then tied to the data, not to
+how the algorithm cuts it into minibatches: before, every optimizer step drew a fixed 4 + 2
+sequences, so PPO's cost grew with its number of minibatches and A2C paid it every 40 env steps.
+Each task's loss is a mean over its sampled steps, so the number of sequences changes the
+variance of the auxiliary gradient, not its expected size: the weights keep their meaning.
+With many small optimizer steps (PPO), a fixed cost per auxiliary computation (sampling,
+Python, small kernels) dominated; so the gradient is computed on one step in k of an update
+from k times the sequences and added unchanged on the k - 1 steps after it (``every``;
+``aux_every="auto"`` picks the smallest k that draws at least 32 sequences per task). Per env
+step, the sequences and the expected auxiliary gradient of every step are the same as with
+k = 1; what changes is that steps 2..k add a gradient computed up to k - 1 steps earlier (at
+most one epoch apart, never across updates). Only where the tasks' gradient does not depend
+on the step itself (``can_reuse_gradient``: no task on SB3's minibatch, no gating weighting).
+The measurements behind 20 and 32: docs/benchmarks.md.
+
 Numerical faults: when the auxiliary loss or the summed gradient is not
 finite, the gradients are dropped (set to ``None``), so the optimizer skips the
 update entirely (its moments and step count are left alone: torch's optimizers
@@ -345,6 +364,17 @@ class RunningMeans:
 # --------------------------------------------------------------------------- objective
 
 
+def can_reuse_gradient(tasks: Sequence[AuxTask]) -> bool:
+    """Whether the auxiliary gradient of ``tasks`` may be computed on one optimizer step in k and reused on
+    the others (``AuxiliaryObjective.every``): every task samples the replay (not SB3's minibatch of the
+    step), and no weighting looks at the step's RL gradient or learns its own weight."""
+    return bool(tasks) and all(
+        task.replay_request() is not None and not task.uses_minibatch and not task.weighting.uses_gradients
+        and not task.weighting.learned for task in tasks
+    )
+
+
+
 class AuxiliaryObjective:
     """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
 
@@ -374,6 +404,11 @@ class AuxiliaryObjective:
         self.metrics = RunningMeans(policy.device)
         self.guard = UpdateGuard(policy.optimizer, max_consecutive, contribute=self.add_auxiliary_gradient)
         self._measure_tasks = True
+        #: Compute the auxiliary gradient on one optimizer step in ``every`` of an update and reuse it on the
+        #: others (only where ``can_reuse_gradient``; the algorithm sets it from its ``aux_every``).
+        self.every = 1
+        self._step = 0
+        self._held: list[th.Tensor | None] | None = None
 
     @property
     def skipped_updates(self) -> int:
@@ -385,6 +420,8 @@ class AuxiliaryObjective:
         (``aux/<task>/encoder_grad_norm``: one backward pass per task there, one for all tasks on the
         other steps)."""
         self._measure_tasks = True
+        self._step = 0
+        self._held = None  # a held gradient never outlives its update (checkpoints fall between updates)
 
     def record(self, logger: Logger) -> None:
         """Log the means since the last call (once per ``train()``, aligned with SB3's train/*)."""
@@ -401,6 +438,14 @@ class AuxiliaryObjective:
         """The guard's contribution: replace SB3's RL gradient in ``params`` by RL and auxiliary gradients
         joined by the mixer. False (the step is skipped) when a loss or the gradient is not finite."""
         rl_grads = [p.grad for p in params]  # SB3's, before any clip; set aside while the aux gradient builds
+        reuse = self._held is not None and self._step % self.every != 0
+        self._step += 1
+        if reuse:  # the gradient computed on the last of every ``every`` steps, with ``every`` times the sequences
+            for p, held in zip(params, self._held, strict=True):
+                p.grad = None if held is None else held.clone()
+            clipped = self.mixer.mix(params, rl_grads, rl_norm, self.guard.max_grad_norm or math.inf)
+            self.metrics.add("aux", {"clip_fraction": clipped})
+            return True
         for p in params:
             p.grad = None
         with th.enable_grad():
@@ -419,6 +464,8 @@ class AuxiliaryObjective:
             if not th.isfinite(aux_norm):
                 return False
             self.metrics.add("aux", {"grad_norm": aux_norm})
+        if self.every > 1:
+            self._held = [None if p.grad is None else p.grad.clone() for p in params]
         clipped = self.mixer.mix(params, rl_grads, rl_norm, self.guard.max_grad_norm or math.inf)
         self.metrics.add("aux", {"clip_fraction": clipped})
         return True
@@ -509,6 +556,6 @@ class AuxiliaryObjective:
 
 
 __all__ = [
-    "GRADIENT_RULES", "AuxiliaryObjective", "ClipEach", "ClipHeadsApart", "ClipSum", "GradientMixer", "NonFiniteUpdates",
+    "GRADIENT_RULES", "can_reuse_gradient", "AuxiliaryObjective", "ClipEach", "ClipHeadsApart", "ClipSum", "GradientMixer", "NonFiniteUpdates",
     "RLPlusAux", "RunningMeans", "UpdateGuard", "make_mixer",
 ]

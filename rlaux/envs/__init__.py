@@ -17,7 +17,7 @@ One concern a module, each importing only those listed before it:
 from rlaux.envs.envpool import EnvPoolAtariVecEnv, make_envpool_vec_env
 from rlaux.envs.families import KINDS, MINATAR_GAMES, miniworld_available
 from rlaux.envs.spec import EnvSpec, atari_wrapper_kwargs, resolve_env
-from rlaux.envs.vec import VEC_ENV_CHOICES, make_vec_env
+from rlaux.envs.vec import VEC_ENV_CHOICES, InfoSharingDummyVecEnv, make_vec_env
 from rlaux.envs.wrappers import AtariWrapper, MinAtarImage, WarpFrameRGB
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "AtariWrapper",
     "EnvPoolAtariVecEnv",
     "EnvSpec",
+    "InfoSharingDummyVecEnv",
     "MinAtarImage",
     "WarpFrameRGB",
     "atari_wrapper_kwargs",

@@ -63,8 +63,10 @@ class AuxTask(ABC):
     progress: float = 0.0
     #: Whether the policy it trains has an LSTM (set by ``configure``).
     recurrent: bool = False
-    #: Sequences per optimizer step at the data rate (set by ``configure``); used when ``batch_size`` is None.
+    #: Sequences per batch at the data rate (set by ``configure``); used when ``batch_size`` is None.
     rate_batch_size: int = 1
+    #: Optimizer steps one batch serves (``aux_every``; set by ``configure``).
+    steps_per_batch: int = 1
 
     def __init__(self, weight: float | None = None) -> None:
         if weight is not None:
@@ -90,23 +92,27 @@ class AuxTask(ABC):
             )
 
     def configure(self, *, gamma: float, recurrent: bool = False, env_steps_per_update: float | None = None,
-                  env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE, **_: object) -> None:
+                  env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE, steps_per_batch: int = 1,
+                  **_: object) -> None:
         """Receive facts about the agent that trains the task (called by the algorithm's
         ``_setup_model``, after the policy and its heads exist). ``gamma``: the agent's
         discount; ``recurrent``: whether its policy has an LSTM (kept in :attr:`recurrent`);
-        ``env_steps_per_update``: env steps collected per optimizer step, which with
-        ``env_steps_per_sequence`` sets :attr:`rate_batch_size` (:func:`sequences_per_update`).
+        ``env_steps_per_update``: env steps collected per batch the task draws, which with
+        ``env_steps_per_sequence`` sets :attr:`rate_batch_size` (:func:`sequences_per_update`);
+        ``steps_per_batch``: optimizer steps each batch serves (``aux_every``), which multiplies an
+        explicit ``batch_size``.
         Unknown keywords are ignored so that more can be added; overrides call this one."""
         self.recurrent = bool(recurrent)
+        self.steps_per_batch = int(steps_per_batch)
         if env_steps_per_update is not None:
             self.rate_batch_size = sequences_per_update(env_steps_per_update, env_steps_per_sequence)
 
     @property
     def sequences(self) -> int:
-        """Sequences the task samples per optimizer step: its ``batch_size`` where given, else
-        :attr:`rate_batch_size`, the data rate's (tasks without ``batch_size`` sample none)."""
+        """Sequences the task draws per batch: its ``batch_size`` (per optimizer step, times
+        :attr:`steps_per_batch`) where given, else :attr:`rate_batch_size`, the data rate's."""
         batch_size = getattr(self, "batch_size", None)
-        return self.rate_batch_size if batch_size is None else batch_size
+        return self.rate_batch_size if batch_size is None else batch_size * self.steps_per_batch
 
     def replay_request(self) -> ReplayRequest | None:
         """The sequences this task samples each update; ``None`` if it uses no replay."""

@@ -1,0 +1,167 @@
+"""End-to-end env steps/s of the default agents, against vanilla SB3 at the old MinAtar preset, in one run.
+
+    python benchmarks/throughput.py --env MinAtar --algo ppo --timesteps 131072
+    python benchmarks/throughput.py --env MinAtar --algo a2c --timesteps 131072
+    python benchmarks/throughput.py --env Atari --algo ppo --timesteps 16384 --vec-env auto,envpool
+
+Variants, each trained for the same env steps, interleaved over ``--repeats``:
+
+- ``sb3-before``: SB3's own PPO/A2C with the settings rlaux's MinAtar preset had before the throughput
+  work (8 envs, float32, PPO minibatch 256; MinAtar only);
+- ``sb3``: SB3's own PPO/A2C with today's preset (float32: SB3's policy has no bfloat16 option);
+- ``none`` and each ``--aux`` variant: rlaux's AuxPPO/AuxA2C with today's preset (``encoder_dtype``
+  included), one row per ``--vec-env``.
+
+Besides steps/s and the ratios (to ``sb3-before`` where run, and ``<aux>/none``), ``--profile`` splits
+each run's wall time into collection, the RL update, auxiliary sampling, the auxiliary
+forward/backward and logging (timers around the methods; adds a little overhead of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch as th
+from stable_baselines3 import A2C, PPO
+
+from rlaux.envs import make_vec_env
+from rlaux.networks import without_rlaux_kwargs
+from rlaux.run import RunConfig, algorithm_kwargs, build_model, resolve
+
+#: The MinAtar settings before the throughput work (docs/results/presets/*_before.toml).
+BEFORE = {"n_envs": 8, "ppo": {"n_steps": 128, "n_epochs": 4, "batch_size": 256, "learning_rate": 2.5e-4,
+                                "clip_range": 0.1, "ent_coef": 0.01},
+          "a2c": {"ent_coef": 0.01, "vf_coef": 0.25, "learning_rate": 7e-4}}
+
+
+class Timers:
+    """Seconds spent in wrapped methods, by name (nested timers are subtracted from their parent)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stack: list[float] = []
+
+    @contextmanager
+    def time(self, name: str):
+        self._stack.append(0.0)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            inner = self._stack.pop()
+            self.seconds[name] += elapsed - inner
+            if self._stack:
+                self._stack[-1] += elapsed
+
+    def wrap(self, obj: object, method: str, name: str) -> None:
+        original = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            with self.time(name):
+                return original(*args, **kwargs)
+
+        setattr(obj, method, timed)
+
+
+def instrument(model) -> Timers:
+    """Timers around collection, the update, the aux sampling and losses, and logging."""
+    timers = Timers()
+    timers.wrap(model, "collect_rollouts", "collection")
+    timers.wrap(model, "train", "RL update")
+    timers.wrap(model, "dump_logs", "logging")
+    objective = getattr(model, "aux_objective", None)
+    if objective is not None:
+        timers.wrap(objective.guard, "contribute", "aux forward/backward")
+        import rlaux.objective as objective_module
+
+        original = objective_module.batch_for
+
+        def timed_batch_for(*args, **kwargs):
+            with timers.time("aux sampling"):
+                return original(*args, **kwargs)
+
+        objective_module.batch_for = timed_batch_for
+        timers.restore = lambda: setattr(objective_module, "batch_for", original)  # type: ignore[attr-defined]
+    return timers
+
+
+def build(variant: str, args: argparse.Namespace, vec_env: str, seed: int):
+    before = variant == "sb3-before"
+    aux = [] if variant in ("sb3", "sb3-before", "none") else variant.split("+")
+    run = resolve(RunConfig(env=args.env, algo=args.algo, aux=aux, seed=seed, device=args.device,
+                            n_envs=BEFORE["n_envs"] if before else args.n_envs, log_dir="/tmp/rlaux-bench"))
+    env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=seed, vec_env=vec_env)
+    if variant.startswith("sb3"):
+        hyperparams = {**run.hyperparams, **BEFORE[args.algo]} if before else run.hyperparams
+        kwargs = algorithm_kwargs(hyperparams, without_rlaux_kwargs(run.env_spec.policy_kwargs))
+        cls = {"ppo": PPO, "a2c": A2C}[args.algo]
+        return cls(run.env_spec.policy, env, seed=seed, device=args.device, **kwargs), env
+    return build_model(run, env), env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="MinAtar")
+    parser.add_argument("--algo", default="ppo", choices=["ppo", "a2c"])
+    parser.add_argument("--aux", default="unreal", help="comma list of aux variants ('+' joins tasks)")
+    parser.add_argument("--timesteps", type=int, default=131072)
+    parser.add_argument("--n-envs", type=int, default=None, help="default: the env preset's")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--vec-env", default="auto", help="comma list: auto, dummy, subproc, envpool")
+    parser.add_argument("--profile", action="store_true", help="split wall time into its parts")
+    args = parser.parse_args()
+
+    vec_envs = args.vec_env.split(",")
+    rows = (["sb3-before"] if args.env.lower() == "minatar" else []) + ["sb3"]
+    rows = [(v, vec_envs[0]) for v in rows]
+    rows += [(v, ve) for ve in vec_envs for v in ["none", *args.aux.split(",")]]
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    parts: dict[tuple[str, str], dict[str, float]] = {}
+    memory: dict[str, tuple[float, int, int]] = {}
+    for repeat in range(args.repeats):
+        for variant, vec_env in rows:
+            model, env = build(variant, args, vec_env, seed=repeat)
+            model.learn(min(args.timesteps // 8, 4 * model.n_envs * model.n_steps))  # warm-up, not timed
+            timers = instrument(model) if args.profile else None
+            start = time.perf_counter()
+            model.learn(args.timesteps, reset_num_timesteps=False)
+            times[(variant, vec_env)].append(time.perf_counter() - start)
+            if timers is not None:
+                parts[(variant, vec_env)] = dict(timers.seconds)
+                getattr(timers, "restore", lambda: None)()
+            replay = getattr(model, "aux_replay", None)
+            if replay is not None:
+                memory[variant] = (replay.bytes_per_step, replay.nbytes, replay.capacity * replay.n_envs)
+            env.close()
+            print(f"repeat {repeat} {variant:>12} {vec_env:>8}: {times[(variant, vec_env)][-1]:7.2f} s", flush=True)
+
+    print(f"\n{args.algo.upper()} on {args.env}, {args.timesteps} env steps per run, torch {th.__version__}, "
+          f"{th.get_num_threads()} threads, device {args.device}; median of {args.repeats}")
+    print(f"{'variant':>12} {'vec env':>8} {'seconds':>8} {'steps/s':>8} {'x before':>9} {'/ none':>7}")
+    medians = {key: statistics.median(t) for key, t in times.items()}
+    for (variant, vec_env), seconds in medians.items():
+        before = medians.get(("sb3-before", vec_envs[0]))
+        speedup = f"{before / seconds:8.2f}x" if before else "       -"
+        none = medians.get(("none", vec_env))
+        ratio = f"{seconds / none:6.2f}x" if none and variant not in ("sb3", "sb3-before", "none") else "      -"
+        print(f"{variant:>12} {vec_env:>8} {seconds:8.2f} {args.timesteps / seconds:8.0f} {speedup} {ratio}")
+    for variant, (per_step, total, steps) in memory.items():
+        print(f"replay of {variant}: {per_step:,.0f} bytes per stored env step, {total / 2**20:,.1f} MiB for "
+              f"{steps:,} steps (aux_replay_capacity x n_envs)")
+    if parts:
+        print("\nwhere the time goes (last repeat; share of the run's wall time)")
+        names = ["collection", "RL update", "aux sampling", "aux forward/backward", "logging"]
+        print(f"{'variant':>12} {'vec env':>8} " + " ".join(f"{n:>20}" for n in names))
+        for key, seconds in parts.items():
+            total = times[key][-1]
+            print(f"{key[0]:>12} {key[1]:>8} " + " ".join(f"{seconds.get(n, 0.0) / total:20.0%}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
