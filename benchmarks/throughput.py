@@ -92,8 +92,10 @@ def instrument(model) -> Timers:
 
 def build(variant: str, args: argparse.Namespace, vec_env: str, seed: int):
     before = variant == "sb3-before"
+    variant, _, rate = variant.partition("@")
+    hyperparams = {"aux_env_steps_per_sequence": int(rate)} if rate else {}
     aux = [] if variant in ("sb3", "sb3-before", "none") else variant.split("+")
-    run = resolve(RunConfig(env=args.env, algo=args.algo, aux=aux, seed=seed, device=args.device,
+    run = resolve(RunConfig(env=args.env, algo=args.algo, aux=aux, seed=seed, device=args.device, hyperparams=hyperparams,
                             n_envs=BEFORE["n_envs"] if before else args.n_envs, log_dir="/tmp/rlaux-bench"))
     env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=seed, vec_env=vec_env)
     if variant.startswith("sb3"):
@@ -108,7 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="MinAtar")
     parser.add_argument("--algo", default="ppo", choices=["ppo", "a2c"])
-    parser.add_argument("--aux", default="unreal", help="comma list of aux variants ('+' joins tasks)")
+    parser.add_argument("--aux", default="unreal",
+                        help="comma list of aux variants ('+' joins tasks; '@N': one sequence per N env steps, e.g. unreal@40)")
     parser.add_argument("--timesteps", type=int, default=131072)
     parser.add_argument("--n-envs", type=int, default=None, help="default: the env preset's")
     parser.add_argument("--repeats", type=int, default=2)

@@ -187,8 +187,10 @@ def test_aux_every_computes_one_step_in_k_with_k_times_the_sequences_and_reuses_
 
 def test_aux_every_auto_and_where_it_cannot_apply():
     model = minatar(n_envs=8, n_steps=128, batch_size=256, n_epochs=4, aux_tasks=["unreal"])
-    rate = sequences_per_update(64, 20)  # 3 sequences a step
-    assert model.aux_objective.every == -(-32 // rate)  # the smallest k with at least 32 sequences
+    assert model.aux_objective.every == 4  # 3 sequences a step: 17 steps for 50, but an epoch has 4
+    model = minatar(n_envs=32, n_steps=128, batch_size=256, n_epochs=2, aux_tasks=["unreal"])
+    rate = sequences_per_update(128, 20)  # 6 sequences a step, 16 steps an epoch
+    assert model.aux_objective.every == -(-50 // rate) == 9  # the smallest k with at least 50 sequences
     a2c = minatar(AuxA2C, n_envs=4, aux_tasks=["unreal"])  # one optimizer step per update: nothing to reuse
     assert a2c.aux_objective.every == 1
     drac = minatar(n_steps=64, batch_size=32, n_epochs=2, aux_tasks=["reward_pred", "drac"])

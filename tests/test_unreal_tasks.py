@@ -18,7 +18,15 @@ from rlaux.errors import ConfigError
 from rlaux.tasks import BUNDLES, TASKS, make_tasks
 from rlaux.tasks.feature_control import FeatureControl, FeatureControlHead, feature_control_rewards
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss, n_step_returns
-from rlaux.tasks.pixel_control import PixelControl, PixelControlHead, crop_box, deconv_geometry, pixel_control_rewards
+from rlaux.tasks.pixel_control import (
+    PixelControl,
+    PixelControlHead,
+    crop_box,
+    deconv_geometry,
+    pixel_control_rewards,
+    scatter_matrix,
+    transposed_conv,
+)
 from rlaux.tasks.value_replay import ValueReplay
 
 SHORT = 8  # sequence length in the training tests: random MinAtar Breakout episodes are often < 20 steps
@@ -198,6 +206,25 @@ def test_pixel_control_head_shape_84(atari_like_model):
     obs = th.as_tensor(np.stack([policy.observation_space.sample() for _ in range(3)]))
     q = head(policy.encode(obs))
     assert q.shape == (3, 4, 20, 20)
+
+
+@pytest.mark.parametrize("grid", [(10, 10), (7, 9), (3, 5), (1, 1), (16, 16), (20, 20)])
+def test_deconvolutions_as_matrix_products_equal_the_modules(grid):
+    """Small grids run the deconvolutions as products (faster on CPU): same outputs and gradients."""
+    th.manual_seed(0)
+    head = PixelControlHead(32, 5, grid)
+    assert head.as_products == (grid[0] * grid[1] <= 256)
+    h = th.randn(6, *head.fc_shape, requires_grad=True)
+    scatter = scatter_matrix(head.deconv_advantage, head.fc_shape[1:])
+    for deconv in (head.deconv_value, head.deconv_advantage):
+        ours = transposed_conv(h, deconv, scatter, head.grid)
+        theirs = deconv(h)
+        th.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        grads = th.autograd.grad((ours * theirs.detach()).sum(), [h, deconv.weight, deconv.bias])
+        expected = th.autograd.grad((theirs * theirs.detach()).sum(), [h, deconv.weight, deconv.bias])
+        for g, e in zip(grads, expected):
+            th.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+    assert "scatter" not in head.state_dict()  # checkpoints hold the modules' parameters only
 
 
 def test_pixel_control_advantage_stream_matters(atari_like_model):

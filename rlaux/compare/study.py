@@ -402,8 +402,8 @@ def rebuild_report(
     """The report of existing run folders (searched recursively); runs nothing.
 
     ``out`` defaults to the one folder given, else ``runs/compare-from-<timestamp>``.
-    ``baseline`` is a variant (``reward_pred+pixel_control``) or a run label with weights
-    or weighting; default none. Where the runs mix algorithms it may name one
+    ``baseline`` is a variant (``reward_pred+pixel_control``), a run label with weights
+    or weighting, or a ``--label`` the runs were trained with; default none. Where the runs mix algorithms it may name one
     (``ppo_lstm:none``), and must where its label was run with several. Runs of a suite's
     env preset get the suite's report (reference atari100k, final evaluation scores).
     """
@@ -417,9 +417,12 @@ def rebuild_report(
     if baseline and any(c in baseline for c in "[@"):  # a run label with weights or weighting
         baseline_label = baseline
     elif baseline:
-        algo, tasks = split_algorithm(baseline)
-        label = variant_label(parse_variants(tasks)[0])
-        baseline_label = with_algorithm(algo, label) if algo else label
+        try:
+            algo, tasks = split_algorithm(baseline)
+            label = variant_label(parse_variants(tasks)[0])
+            baseline_label = with_algorithm(algo, label) if algo else label
+        except ConfigError:  # not tasks: a --label the runs were given (build_report checks it names runs)
+            baseline_label = baseline
     else:
         baseline_label = "none"
     if all_suite_runs(folders):  # runs of --suite atari100k/atari5: the suite's report

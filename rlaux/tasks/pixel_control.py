@@ -106,8 +106,42 @@ def deconv_geometry(grid: int) -> tuple[int, int, int]:
     return 1, padding, 2 * padding - (4 - grid)
 
 
+def scatter_matrix(deconv: nn.ConvTranspose2d, in_size: tuple[int, int]) -> th.Tensor:
+    """The 0/1 matrix S [(h * w) * (kh * kw), H * W] of where ``deconv`` adds each input position times each
+    kernel tap in its output, for inputs of ``in_size`` (h, w) and outputs (H, W): see :func:`transposed_conv`."""
+    h, w = in_size
+    kh, kw = deconv.kernel_size
+    positions = th.eye(h * w).view(h * w, 1, h, w)
+    taps = th.eye(kh * kw).view(1, kh * kw, kh, kw)
+    s = F.conv_transpose2d(positions, taps, stride=deconv.stride, padding=deconv.padding,
+                           output_padding=deconv.output_padding)  # [h*w, kh*kw, H, W]
+    return s.reshape(h * w * kh * kw, -1)
+
+
+def transposed_conv(x: th.Tensor, deconv: nn.ConvTranspose2d, scatter: th.Tensor, out_size: tuple[int, int]) -> th.Tensor:
+    """``deconv(x)`` as two matrix products, x [N, C, h, w] -> [N, O, H, W]: each input position times each
+    kernel tap (``x^T w``), then summed into the output by ``scatter`` (:func:`scatter_matrix`). Equal to the
+    module's output up to float rounding; gradients reach its weight and bias."""
+    n = x.shape[0]
+    weight = deconv.weight  # [C, O, kh, kw]
+    o = weight.shape[1]
+    taps = th.einsum("nci,cok->noik", x.flatten(2), weight.flatten(2))  # [N, O, h*w, kh*kw]
+    out = (taps.reshape(n * o, -1) @ scatter).view(n, o, *out_size)
+    return out + deconv.bias.view(1, o, 1, 1)
+
+
+#: Grids up to this many cells run the deconvolutions as matrix products (:func:`transposed_conv`), larger
+#: ones as torch's ``ConvTranspose2d``. Fwd + bwd of both, 2-core CPU (docs/benchmarks.md): MinAtar's 10x10
+#: grid, 798 rows: 10.0 ms native, 4.2 ms as products; Atari's 20x20, 273 rows: 8.8 ms native, 15.6 ms.
+MATMUL_DECONV_MAX_CELLS = 256
+
+
 class PixelControlHead(nn.Module):
-    """Shared features [N, F] -> dueling Q maps [N, n_actions, grid_h, grid_w]."""
+    """Shared features [N, F] -> dueling Q maps [N, n_actions, grid_h, grid_w].
+
+    The deconvolutions are ``nn.ConvTranspose2d`` modules (their parameters and initialisation); on grids
+    of at most ``MATMUL_DECONV_MAX_CELLS`` cells they run as matrix products, which torch's CPU transposed
+    convolution is slower than at such sizes."""
 
     def __init__(self, features_dim: int, n_actions: int, grid: tuple[int, int], channels: int = 32) -> None:
         super().__init__()
@@ -119,10 +153,18 @@ class PixelControlHead(nn.Module):
         kwargs = dict(kernel_size=4, stride=2, padding=(ph, pw), output_padding=(oph, opw))
         self.deconv_value = nn.ConvTranspose2d(channels, 1, **kwargs)
         self.deconv_advantage = nn.ConvTranspose2d(channels, n_actions, **kwargs)
+        self.as_products = grid[0] * grid[1] <= MATMUL_DECONV_MAX_CELLS
+        if self.as_products:  # not in the state dict: it follows from the geometry
+            self.register_buffer("scatter", scatter_matrix(self.deconv_value, (nh, nw)), persistent=False)
 
     def forward(self, features: th.Tensor) -> th.Tensor:
         h = self.fc(features).view(-1, *self.fc_shape)
-        return dueling(self.deconv_value(h), self.deconv_advantage(h), dim=1)
+        if self.as_products:
+            value = transposed_conv(h, self.deconv_value, self.scatter, self.grid)
+            advantage = transposed_conv(h, self.deconv_advantage, self.scatter, self.grid)
+        else:
+            value, advantage = self.deconv_value(h), self.deconv_advantage(h)
+        return dueling(value, advantage, dim=1)
 
 
 class PixelControl(AuxTask):
@@ -232,4 +274,6 @@ __all__ = [
     "crop_box",
     "deconv_geometry",
     "pixel_control_rewards",
+    "scatter_matrix",
+    "transposed_conv",
 ]
