@@ -18,6 +18,7 @@ what it asks of a task (its name, its head, whether its weighting is learned).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import numpy as np
@@ -103,11 +104,15 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
             self._resolved_encoder_dtype = (device, resolve_encoder_dtype(self._requested_encoder_dtype, device))
         return self._resolved_encoder_dtype[1]
 
-    def extract_features(self, obs: Any, features_extractor: nn.Module | None = None) -> Any:
-        """SB3's feature extraction, under bfloat16 autocast when :attr:`encoder_dtype` asks for it."""
+    def encoder_precision(self) -> AbstractContextManager:
+        """The context the encoder runs in: bfloat16 autocast, or nothing for float32."""
         if self.encoder_dtype == "float32":
-            return super().extract_features(obs, features_extractor)
-        with th.autocast(self.device.type, dtype=th.bfloat16):
+            return nullcontext()
+        return th.autocast(self.device.type, dtype=th.bfloat16)
+
+    def extract_features(self, obs: Any, features_extractor: nn.Module | None = None) -> Any:
+        """SB3's feature extraction in :meth:`encoder_precision`, returned as float32 (a no-op for float32)."""
+        with self.encoder_precision():
             features = super().extract_features(obs, features_extractor)
         if isinstance(features, tuple):
             return tuple(f.float() for f in features)
@@ -160,11 +165,10 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         return self._features(obs, self.pi_features_extractor)
 
     def _features(self, obs: th.Tensor, extractor: nn.Module) -> th.Tensor:
-        """One extractor's features of raw observations, at :attr:`encoder_dtype`, returned as float32."""
-        if self.encoder_dtype == "float32":
-            return BasePolicy.extract_features(self, obs, extractor)
-        with th.autocast(self.device.type, dtype=th.bfloat16):
-            return BasePolicy.extract_features(self, obs, extractor).float()
+        """One extractor's features of raw observations, in :meth:`encoder_precision`, returned as float32."""
+        with self.encoder_precision():
+            features = BasePolicy.extract_features(self, obs, extractor)
+        return features.float()
 
     def encode_sequences(self, batch: ReplayBatch) -> th.Tensor:
         """Features [B, T, features_dim] of every observation of ``batch``, computed once per batch."""
