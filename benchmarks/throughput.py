@@ -24,6 +24,7 @@ import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch as th
 from stable_baselines3 import A2C, PPO
@@ -32,10 +33,11 @@ from rlaux.envs import make_vec_env
 from rlaux.networks import without_rlaux_kwargs
 from rlaux.run import RunConfig, algorithm_kwargs, build_model, resolve
 
-#: The MinAtar settings before the throughput work (docs/results/presets/*_before.toml).
-BEFORE = {"n_envs": 8, "ppo": {"n_steps": 128, "n_epochs": 4, "batch_size": 256, "learning_rate": 2.5e-4,
-                                "clip_range": 0.1, "ent_coef": 0.01},
-          "a2c": {"ent_coef": 0.01, "vf_coef": 0.25, "learning_rate": 7e-4}}
+REPO = Path(__file__).resolve().parents[1]
+
+#: The MinAtar agents before the throughput work (run with 8 envs), kept as preset files with their study.
+BEFORE_AGENTS = {"ppo": "docs/results/presets/ppo_before.toml", "a2c": "docs/results/presets/a2c_before.toml"}
+BEFORE_N_ENVS = 8
 
 
 class Timers:
@@ -95,12 +97,13 @@ def build(variant: str, args: argparse.Namespace, vec_env: str, seed: int):
     variant, _, rate = variant.partition("@")
     hyperparams = {"aux_env_steps_per_sequence": int(rate)} if rate else {}
     aux = [] if variant in ("sb3", "sb3-before", "none") else variant.split("+")
-    run = resolve(RunConfig(env=args.env, algo=args.algo, aux=aux, seed=seed, device=args.device, hyperparams=hyperparams,
-                            n_envs=BEFORE["n_envs"] if before else args.n_envs, log_dir="/tmp/rlaux-bench"))
+    run = resolve(RunConfig(env=args.env, algo=args.algo, agent=str(REPO / BEFORE_AGENTS[args.algo]) if before else None,
+                            aux=aux, seed=seed, device=args.device, hyperparams=hyperparams,
+                            n_envs=BEFORE_N_ENVS if before else args.n_envs, log_dir="/tmp/rlaux-bench"))
     env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=seed, vec_env=vec_env)
     if variant.startswith("sb3"):
-        hyperparams = {**run.hyperparams, **BEFORE[args.algo]} if before else run.hyperparams
-        kwargs = algorithm_kwargs(hyperparams, without_rlaux_kwargs(run.env_spec.policy_kwargs))
+        kwargs = algorithm_kwargs(run.hyperparams, run.env_spec.policy_kwargs)
+        kwargs["policy_kwargs"] = without_rlaux_kwargs(kwargs.get("policy_kwargs", {}))
         cls = {"ppo": PPO, "a2c": A2C}[args.algo]
         return cls(run.env_spec.policy, env, seed=seed, device=args.device, **kwargs), env
     return build_model(run, env), env

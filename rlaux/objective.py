@@ -375,7 +375,6 @@ def can_reuse_gradient(tasks: Sequence[AuxTask]) -> bool:
     )
 
 
-
 class AuxiliaryObjective:
     """Adds the weighted auxiliary losses to the RL gradient at every optimizer step.
 
@@ -444,9 +443,7 @@ class AuxiliaryObjective:
         if reuse:  # the gradient computed on the last of every ``every`` steps, with ``every`` times the sequences
             for p, held in zip(params, self._held, strict=True):
                 p.grad = None if held is None else held.clone()
-            clipped = self.mixer.mix(params, rl_grads, rl_norm, self.guard.max_grad_norm or math.inf)
-            self.metrics.add("aux", {"clip_fraction": clipped})
-            return True
+            return self._mix(params, rl_grads, rl_norm)
         for p in params:
             p.grad = None
         with th.enable_grad():
@@ -467,6 +464,10 @@ class AuxiliaryObjective:
             self.metrics.add("aux", {"grad_norm": aux_norm})
         if self.every > 1:
             self._held = [None if p.grad is None else p.grad.clone() for p in params]
+        return self._mix(params, rl_grads, rl_norm)
+
+    def _mix(self, params: list[th.Tensor], rl_grads: list[th.Tensor | None], rl_norm: th.Tensor) -> bool:
+        """Join the auxiliary gradient in ``.grad`` with SB3's RL gradient (the mixer) and log whether a clip bound."""
         clipped = self.mixer.mix(params, rl_grads, rl_norm, self.guard.max_grad_norm or math.inf)
         self.metrics.add("aux", {"clip_fraction": clipped})
         return True
