@@ -388,9 +388,15 @@ def test_build_train_command_is_pure() -> None:
         "/out/runs",
         "--run-name",
         "Atari-Pong__reward_pred+pixel_control__s3",
+        "--save-freq",
+        "100",
         "--n-envs",
         "2",
     ]
+    resume = SweepJob("Atari", "Pong", "none", 3, 1000, ("--n-envs", "2", "--device", "cpu", "--no-progress", "-v=0"))
+    assert build_train_command(resume, "/out/runs", python="py", resume=True) == [
+        "py", "-m", "rlaux.cli", "train", "--resume", "/out/runs/Atari-Pong__none__s3", "--device", "cpu",
+        "--no-progress", "-v=0"]  # only the flags --resume accepts
     assert "--game" not in build_train_command(SweepJob("MinAtar", None, "none", 0, 10), "x")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,27 @@ def test_tiny_real_sweep_from_and_resume(tmp_path, capsys) -> None:
     assert code == 0, err
     assert "(0 to run, 2 already finished)" in out and "sweep: 0 done, 2 skipped" in out
     assert (out_dir / "runs" / names[0] / "final_model.zip").stat().st_mtime == mtime
+
+    # A run killed after a checkpoint (its final model and newer checkpoints gone) continues from it.
+    from rlaux.run.checkpoint import checkpoint_dirs
+
+    killed = out_dir / "runs" / names[1]
+    (killed / "final_model.zip").unlink()
+    kept, *newer = checkpoint_dirs(killed)
+    assert newer, "each sweep job checkpoints during its run"
+    for path in newer:
+        shutil.rmtree(path)
+    resumed_at = json.loads((kept / "state.json").read_text())["num_timesteps"]
+    assert 0 < resumed_at < 1000
+    code, out, err = _run([*argv[:argv.index("--")], "--dry-run", *TINY], capsys)
+    assert code == 0 and f"[resume] -m rlaux.cli train --resume {killed} --no-progress" in out, out + err
+    code, out, err = _run(argv, capsys)
+    assert code == 0, out + err
+    assert "(1 to run, 1 already finished; 1 resume from a checkpoint)" in out and "sweep: 1 done" in out
+    progress = pd.read_csv(killed / "progress.csv")["time/total_timesteps"].to_numpy()
+    assert progress[-1] >= 1000 and (np.diff(progress) == 128).all()  # no update lost or logged twice
+    assert (killed / "final_model.zip").is_file()
+    assert list((out_dir / "logs").glob(f"{names[1]}.interrupted-*.log"))  # the first part's log is kept
 
     # --from: rebuild the report elsewhere, from the run folders alone (no sweep files needed).
     rebuilt = tmp_path / "rebuilt"

@@ -43,6 +43,7 @@ from rlaux.compare.sweep import (
     SweepJob,
     build_train_command,
     launch_subprocess,
+    run_state,
     run_sweep,
 )
 from rlaux.envs import resolve_env
@@ -280,6 +281,10 @@ def _finished(plan: StudyPlan, job: SweepJob) -> bool:
     return (plan.out / "runs" / job.run_name / FINISHED_MARKER).is_file()
 
 
+def _resumable(plan: StudyPlan, job: SweepJob) -> bool:
+    return plan.backend == "local" and run_state(plan.out / "runs" / job.run_name) == "resume"
+
+
 def print_dry_run(plan: StudyPlan) -> None:
     """Print the runs the plan would launch (finished ones marked), launch nothing."""
     jobs = plan.jobs
@@ -293,8 +298,10 @@ def print_dry_run(plan: StudyPlan) -> None:
         variants = ", ".join(v.replace(",", "+") for v in plan.variants)
         print(f"variants (algorithm:aux): {variants}; the report's baseline: {plan.baseline}")
     for job in jobs:
-        command = build_train_command(job, plan.out / "runs")
-        print(("[skip, finished] " if _finished(plan, job) else "") + " ".join(command[1:]))
+        resume = _resumable(plan, job)
+        command = build_train_command(job, plan.out / "runs", resume=resume)
+        mark = "[skip, finished] " if _finished(plan, job) else "[resume] " if resume else ""
+        print(mark + " ".join(command[1:]))
 
 
 class ProgressLaunch:
@@ -322,7 +329,9 @@ def run_study(plan: StudyPlan, launch: Launch | None = None) -> list[JobOutcome]
     jobs, out, workers, backend = plan.jobs, plan.out, plan.workers, plan.backend
     out.mkdir(parents=True, exist_ok=True)
     todo = sum(not _finished(plan, j) for j in jobs)
-    print(f"compare: {len(jobs)} runs ({todo} to run, {len(jobs) - todo} already finished) into {out}, "
+    resumed = sum(_resumable(plan, j) for j in jobs)
+    resuming = f"; {resumed} resume from a checkpoint" if resumed else ""
+    print(f"compare: {len(jobs)} runs ({todo} to run, {len(jobs) - todo} already finished{resuming}) into {out}, "
           f"{workers} at a time, backend {backend}", flush=True)
     start = time.monotonic()
     progress = ProgressLaunch(todo, launch or launch_subprocess) if backend == "local" else None
