@@ -3,14 +3,18 @@
     python benchmarks/throughput.py --env MinAtar --algo ppo --timesteps 131072
     python benchmarks/throughput.py --env MinAtar --algo a2c --timesteps 131072
     python benchmarks/throughput.py --env Atari --algo ppo --timesteps 16384 --vec-env auto,envpool
+    python benchmarks/throughput.py --env MiniWorld --algo ppo_lstm --agent ppo_lstm_unreal --timesteps 8192
 
 Variants, each trained for the same env steps, interleaved over ``--repeats``:
 
 - ``sb3-before``: SB3's own PPO/A2C with the settings rlaux's MinAtar preset had before the throughput
   work (8 envs, float32, PPO minibatch 256; MinAtar only);
-- ``sb3``: SB3's own PPO/A2C with today's preset (float32: SB3's policy has no bfloat16 option);
-- ``none`` and each ``--aux`` variant: rlaux's AuxPPO/AuxA2C with today's preset (``encoder_dtype``
-  included), one row per ``--vec-env``.
+- ``sb3``: SB3's own PPO/A2C (sb3-contrib's RecurrentPPO for ``ppo_lstm``) with today's preset, less
+  the options only rlaux's policies have (``encoder_dtype``: float32; ``lstm_one_pass``: sb3-contrib's
+  step-by-step LSTM pass);
+- ``none`` and each ``--aux`` variant: rlaux's AuxPPO/AuxA2C/AuxRecurrentPPO with today's preset
+  (``encoder_dtype`` included), one row per ``--vec-env``; ``--agent`` names the agent preset of the
+  ``--aux`` rows (e.g. ``ppo_lstm_unreal``, UNREAL's LSTM inputs on).
 
 Besides steps/s and the ratios (to ``sb3-before`` where run, and ``<aux>/none``), ``--profile`` splits
 each run's wall time into collection, the RL update, auxiliary sampling, the auxiliary
@@ -27,8 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch as th
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 
+from rlaux.algorithms import ALGORITHMS
 from rlaux.envs import make_vec_env
 from rlaux.networks import without_rlaux_kwargs
 from rlaux.run import RunConfig, algorithm_kwargs, build_model, resolve
@@ -97,22 +103,25 @@ def build(variant: str, args: argparse.Namespace, vec_env: str, seed: int):
     variant, _, rate = variant.partition("@")
     hyperparams = {"aux_env_steps_per_sequence": int(rate)} if rate else {}
     aux = [] if variant in ("sb3", "sb3-before", "none") else variant.split("+")
-    run = resolve(RunConfig(env=args.env, algo=args.algo, agent=str(REPO / BEFORE_AGENTS[args.algo]) if before else None,
+    agent = str(REPO / BEFORE_AGENTS[args.algo]) if before else args.agent if aux else None
+    run = resolve(RunConfig(env=args.env, algo=args.algo, agent=agent,
                             aux=aux, seed=seed, device=args.device, hyperparams=hyperparams,
                             n_envs=BEFORE_N_ENVS if before else args.n_envs, log_dir="/tmp/rlaux-bench"))
     env = make_vec_env(run.env_spec, n_envs=run.n_envs, seed=seed, vec_env=vec_env)
     if variant.startswith("sb3"):
         kwargs = algorithm_kwargs(run.hyperparams, run.env_spec.policy_kwargs)
         kwargs["policy_kwargs"] = without_rlaux_kwargs(kwargs.get("policy_kwargs", {}))
-        cls = {"ppo": PPO, "a2c": A2C}[args.algo]
-        return cls(run.env_spec.policy, env, seed=seed, device=args.device, **kwargs), env
+        cls = {"ppo": PPO, "a2c": A2C, "ppo_lstm": RecurrentPPO}[args.algo]
+        policy = getattr(ALGORITHMS[args.algo], "env_policies", {}).get(run.env_spec.policy, run.env_spec.policy)
+        return cls(policy, env, seed=seed, device=args.device, **kwargs), env
     return build_model(run, env), env
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="MinAtar")
-    parser.add_argument("--algo", default="ppo", choices=["ppo", "a2c"])
+    parser.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "ppo_lstm"])
+    parser.add_argument("--agent", default=None, help="agent preset of the --aux rows (default: the algorithm's)")
     parser.add_argument("--aux", default="unreal",
                         help="comma list of aux variants ('+' joins tasks; '@N': one sequence per N env steps, e.g. unreal@40)")
     parser.add_argument("--timesteps", type=int, default=131072)
@@ -124,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
 
     vec_envs = args.vec_env.split(",")
-    rows = (["sb3-before"] if args.env.lower() == "minatar" else []) + ["sb3"]
+    rows = (["sb3-before"] if args.env.lower() == "minatar" and args.algo in BEFORE_AGENTS else []) + ["sb3"]
     rows = [(v, vec_envs[0]) for v in rows]
     rows += [(v, ve) for ve in vec_envs for v in ["none", *args.aux.split(",")]]
     times: dict[tuple[str, str], list[float]] = defaultdict(list)

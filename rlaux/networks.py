@@ -133,7 +133,7 @@ FEATURE_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
 
 
 #: Policy kwargs that only rlaux's policies take (``rlaux.policy``); SB3's own policies reject them.
-RLAUX_POLICY_KWARGS = ("encoder_dtype",)
+RLAUX_POLICY_KWARGS = ("encoder_dtype", "lstm_one_pass")
 
 
 def without_rlaux_kwargs(policy_kwargs: Mapping[str, Any]) -> dict[str, Any]:

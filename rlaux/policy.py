@@ -212,6 +212,28 @@ class AuxMultiInputActorCriticPolicy(AuxActorCriticPolicy):
 # ------------------------------------------------------------------------------ recurrent
 
 
+def lstm_pass(features: th.Tensor, lstm_states: tuple[th.Tensor, th.Tensor], episode_starts: th.Tensor,
+              lstm: nn.LSTM) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+    """sb3-contrib's ``_process_sequence`` (features [n_seq * T, in], states [1, n_seq, H], starts [n_seq * T]),
+    in one LSTM call where episodes start only at the sequences' first steps.
+
+    sb3-contrib steps through the sequence one LSTM call at a time whenever any step starts an episode.
+    Its training minibatches are split at episode starts, so a start is only ever a sequence's first
+    step: zeroing those sequences' initial states and running the LSTM once is the same computation
+    (the same values; the backward pass sums in another order, so gradients agree to float rounding)
+    and, forward and backward, about 12x faster for 128-step sequences. Sequences with a start further
+    in (replayed auxiliary sequences that cross an episode's end) keep the loop.
+    """
+    n_seq = lstm_states[0].shape[1]
+    starts = episode_starts.reshape(n_seq, -1)
+    if th.any(starts[:, 1:]):
+        return RecurrentActorCriticPolicy._process_sequence(features, lstm_states, episode_starts, lstm)
+    keep = (1.0 - starts[:, 0]).view(1, n_seq, 1)
+    sequence = features.reshape(n_seq, -1, lstm.input_size).swapaxes(0, 1)
+    output, states = lstm(sequence, (keep * lstm_states[0], keep * lstm_states[1]))
+    return th.flatten(output.transpose(0, 1), start_dim=0, end_dim=1), states
+
+
 class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPolicy):
     """sb3-contrib's ``RecurrentActorCriticPolicy`` (``MlpLstmPolicy``) plus ``aux_heads``.
 
@@ -225,13 +247,17 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
         features before the LSTM (zero at an episode's first step). Off by default. The reward is the
         training env's (after its reward wrappers); only the algorithm and ``rlaux.evaluate`` know it, so a
         bare ``predict`` loop leaves it 0 unless it calls ``record_rewards`` on the returned state.
+    :param lstm_one_pass: run each training sequence through the LSTM in one call (:func:`lstm_pass`):
+        the same values, gradients equal to float rounding, about 2x faster PPO updates on a maze. Off
+        by default, so that with no task the policy is sb3-contrib's bit for bit; the presets turn it on.
     """
 
     recurrent = True
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, lr_schedule: Any, *args: Any,
-                 last_action_reward: bool = False, **kwargs: Any) -> None:
+                 last_action_reward: bool = False, lstm_one_pass: bool = False, **kwargs: Any) -> None:
         self.last_action_reward = bool(last_action_reward)
+        self.lstm_one_pass = bool(lstm_one_pass)
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
         if self.last_action_reward:
             if not isinstance(self.action_space, (spaces.Discrete, spaces.Box)):
@@ -250,6 +276,7 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data["last_action_reward"] = self.last_action_reward
+        data["lstm_one_pass"] = self.lstm_one_pass
         return data
 
     @property
@@ -309,7 +336,8 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
             else:
                 inputs = features.new_zeros(features.shape[0], self.lstm_input_dim)
             features = th.cat([features, inputs], dim=1)
-        return RecurrentActorCriticPolicy._process_sequence(features, tuple(lstm_states[:2]), episode_starts, lstm)
+        sequence_pass = lstm_pass if self.lstm_one_pass else RecurrentActorCriticPolicy._process_sequence
+        return sequence_pass(features, tuple(lstm_states[:2]), episode_starts, lstm)
 
     def forward(self, obs: th.Tensor, lstm_states: RNNStates, episode_starts: th.Tensor, deterministic: bool = False):
         actions, values, log_prob, states = super().forward(obs, lstm_states, episode_starts, deterministic)

@@ -44,7 +44,8 @@ def minatar_policy(**extra):
 
 def train_and_record(cls, steps=256, **kwargs):
     """Learn on CartPole, recording every value the logger gets (wall-clock figures aside)."""
-    model = cls("MlpLstmPolicy", cartpole(), seed=0, device="cpu", policy_kwargs=dict(SMALL_LSTM), **kwargs)
+    kwargs.setdefault("policy_kwargs", dict(SMALL_LSTM))
+    model = cls("MlpLstmPolicy", cartpole(), seed=0, device="cpu", **kwargs)
     seen: list[dict] = []
     model.set_logger(Logger(folder=None, output_formats=[]))
     record = model.logger.record
@@ -74,6 +75,38 @@ def test_without_tasks_behaves_exactly_as_sb3_contrib():
     assert list(ours_state) == list(theirs_state)
     for name, value in ours_state.items():
         assert th.equal(value, theirs_state[name]), name
+
+
+def test_lstm_one_pass_trains_as_sb3_contrib_to_float_rounding():
+    kwargs = dict(n_steps=32, batch_size=16, n_epochs=2)
+    ours, _ = train_and_record(AuxRecurrentPPO, policy_kwargs={**SMALL_LSTM, "lstm_one_pass": True}, **kwargs)
+    theirs, _ = train_and_record(RecurrentPPO, **kwargs)
+    assert ours.policy.lstm_one_pass and not AuxRecurrentPPO("MlpLstmPolicy", cartpole()).policy.lstm_one_pass
+    theirs_state = theirs.policy.state_dict()
+    for name, value in ours.policy.state_dict().items():
+        assert th.allclose(value, theirs_state[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("mid_sequence_start", [False, True])
+def test_one_lstm_call_equals_sb3_contribs_step_by_step_pass(mid_sequence_start):
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    from rlaux.policy import lstm_pass
+
+    th.manual_seed(0)
+    lstm, n_seq, steps = th.nn.LSTM(24, 16), 6, 40
+    features = th.randn(n_seq * steps, 24, requires_grad=True)
+    states = (th.randn(1, n_seq, 16), th.randn(1, n_seq, 16))
+    starts = th.zeros(n_seq, steps)
+    starts[[0, 2, 3], 0] = 1.0  # sb3-contrib's minibatches: episodes start at a sequence's first step
+    if mid_sequence_start:
+        starts[4, 17] = 1.0  # a replayed sequence across an episode's end: the step-by-step pass
+    ours = lstm_pass(features, states, starts.flatten(), lstm)
+    theirs = RecurrentActorCriticPolicy._process_sequence(features, states, starts.flatten(), lstm)
+    assert th.equal(ours[0], theirs[0]) and all(th.equal(a, b) for a, b in zip(ours[1], theirs[1], strict=True))
+    grad_ours, = th.autograd.grad(ours[0].square().sum(), features)
+    grad_theirs, = th.autograd.grad(theirs[0].square().sum(), features)
+    assert th.allclose(grad_ours, grad_theirs, atol=1e-6) and grad_ours.abs().sum() > 0
 
 
 def test_rl_gradient_is_clipped_by_the_guard_at_sb3_contribs_threshold():
@@ -231,9 +264,10 @@ def test_ppo_lstm_presets_rl_zoo3s_atari_values_and_unreals_lstm_inputs_on_top()
     assert (atari["n_steps"], atari["n_epochs"], atari["batch_size"], atari["learning_rate"], atari["clip_range"]) == \
         (128, 4, 256, "lin_2.5e-4", "lin_0.1")
     assert unreal["hyperparams"]["atari"]["policy_kwargs"] == {
-        "enable_critic_lstm": False, "lstm_hidden_size": 128, "last_action_reward": True}
+        "enable_critic_lstm": False, "lstm_hidden_size": 128, "lstm_one_pass": True, "last_action_reward": True}
     for kind in ("minatar", "miniworld", "default"):
         assert unreal["hyperparams"][kind]["policy_kwargs"]["last_action_reward"] is True
+        assert plain["hyperparams"][kind]["policy_kwargs"]["lstm_one_pass"] is True
         assert "last_action_reward" not in plain["hyperparams"][kind].get("policy_kwargs", {})
 
 
