@@ -11,7 +11,8 @@ is skipped; an interrupted run with a valid checkpoint continues from it (``trai
 each job checkpoints ``SWEEP_CHECKPOINTS`` times over its budget, and on SIGTERM); any other
 unfinished run folder is deleted and the run redone. So a sweep killed with its session loses
 at most a tenth of each run in flight. (The Ray backend trains in temporary folders: it redoes
-unfinished runs.)
+unfinished runs.) Checkpoints leave out the auxiliary replay unless ``--save-replay`` is among
+the extra args: a resumed run's replay refills from its next rollout.
 
 Parallelism: ``workers`` runs at a time (a thread pool, each thread waiting on its own
 ``python -m rlaux.cli train`` process), each process limited to
