@@ -161,7 +161,7 @@ class UpdateGuard:
         self.max_grad_norm: float | None = None
         self.skipped_updates = 0
         self.consecutive = 0
-        self.rl_grad_norms = RunningMeans(next(p.device for g in optimizer.param_groups for p in g["params"]))
+        self.rl_grad_norms = RunningMeans()
         self._handle = optimizer.register_step_pre_hook(self.before_step)
 
     def detach(self) -> None:
@@ -334,17 +334,19 @@ def make_mixer(rule: str, head_ids: set[int], aux_max_grad_norm: float) -> Gradi
 
 
 class RunningMeans:
-    """Means of named scalar tensors between two ``record`` calls, summed on ``device`` (no sync per step)."""
+    """Means of named scalar tensors between two ``record`` calls. Each sum stays on its values' device
+    (a GPU tensor's on the GPU, a CPU scalar's on the CPU), so adding never waits for the GPU."""
 
-    def __init__(self, device: th.device | str) -> None:
-        self._sums: dict[str, th.Tensor] = defaultdict(lambda: th.zeros((), device=device))
+    def __init__(self) -> None:
+        self._sums: dict[str, th.Tensor] = {}
         self._counts: dict[str, int] = defaultdict(int)
 
     def add(self, prefix: str, metrics: Mapping[str, th.Tensor]) -> None:
         """Add one value of each metric, under the name ``prefix/key``."""
         for key, value in metrics.items():
             name = f"{prefix}/{key}"
-            self._sums[name] = self._sums[name] + value.detach().to(self._sums[name].device, th.float32)
+            value = value.detach().to(th.float32)
+            self._sums[name] = value.clone() if name not in self._sums else self._sums[name] + value
             self._counts[name] += 1
 
     def __contains__(self, name: str) -> bool:
@@ -352,7 +354,14 @@ class RunningMeans:
 
     def means(self) -> dict[str, float]:
         """Name -> mean of the values added since the last ``record``."""
-        return {name: (total / self._counts[name]).item() for name, total in self._sums.items()}
+        by_device: dict[th.device, list[str]] = defaultdict(list)
+        for name, total in self._sums.items():
+            by_device[total.device].append(name)
+        means: dict[str, float] = {}
+        for names in by_device.values():  # one host read per device, not one per metric
+            values = th.stack([self._sums[name] / self._counts[name] for name in names]).tolist()
+            means.update(zip(names, values))
+        return {name: means[name] for name in self._sums}
 
     def record(self, logger: Logger) -> None:
         """Log the means, then start afresh."""
@@ -401,7 +410,7 @@ class AuxiliaryObjective:
         self.minibatch = minibatch
         self.head_ids = {id(p) for name, p in policy.named_parameters() if name.startswith("aux_")}
         self.mixer: GradientMixer = make_mixer(aux_clip, self.head_ids, aux_max_grad_norm)
-        self.metrics = RunningMeans(policy.device)
+        self.metrics = RunningMeans()
         self.guard = UpdateGuard(policy.optimizer, max_consecutive, contribute=self.add_auxiliary_gradient)
         self._measure_tasks = True
         #: Compute the auxiliary gradient on one optimizer step in ``every`` of an update and reuse it on the

@@ -1,11 +1,13 @@
 """Checkpoints, resume, signals, numerical faults and config validation."""
 
+import contextlib
 import json
 import multiprocessing
 import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,7 +99,7 @@ def test_env_state_capture_restores_cartpole_and_minatar():
 
 
 def _main_in_child(argv: list[str], log: Path) -> None:
-    """The CLI in a forked process (no interpreter start-up to pay), its output into ``log``."""
+    """The CLI in a child process, its output into ``log``."""
     from rlaux.cli import main
 
     out = open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -108,7 +110,36 @@ def _main_in_child(argv: list[str], log: Path) -> None:
     raise SystemExit(main(argv))
 
 
-def cli_process(argv: list[str], log: Path) -> multiprocessing.Process:
+class CliSubprocess:
+    """The CLI in a fresh interpreter, with the part of ``multiprocessing.Process`` that these tests use."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        code = "import sys; from rlaux.cli import main; raise SystemExit(main(sys.argv[1:]))"
+        with open(log, "a") as out:
+            self._popen = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                           env={**os.environ, "TORCH_NUM_THREADS": "1"}, cwd=log.parent)
+        self.pid = self._popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+
+def cli_process(argv: list[str], log: Path) -> multiprocessing.Process | CliSubprocess:
+    """The CLI in a forked process (no interpreter start-up to pay); in a fresh interpreter once this
+    worker has run autograd on a GPU, which a forked child cannot use (torch refuses)."""
+    if th.cuda.is_initialized():
+        return CliSubprocess(argv, log)
     proc = multiprocessing.get_context("fork").Process(target=_main_in_child, args=(argv, log))
     proc.start()
     return proc

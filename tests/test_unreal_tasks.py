@@ -74,7 +74,7 @@ def minatar_env(n_envs: int = 4, seed: int = 0):
 
 
 def minatar_kwargs(**extra):
-    return dict(policy_kwargs=dict(features_extractor_class=_minatar_extractor()), seed=0, **extra)
+    return dict(policy_kwargs=dict(features_extractor_class=_minatar_extractor()), seed=0, device="cpu", **extra)
 
 
 class FakeImageEnv(gym.Env):
@@ -196,7 +196,7 @@ def test_feature_control_rewards_and_q_loss_hand_case():
 @pytest.fixture(scope="module")
 def atari_like_model():
     env = DummyVecEnv([lambda: FakeImageEnv((3, 84, 84), n_actions=4)])
-    return AuxPPO("CnnPolicy", env, n_steps=16, batch_size=16, aux_tasks=["pixel_control"], seed=0)
+    return AuxPPO("CnnPolicy", env, n_steps=16, batch_size=16, aux_tasks=["pixel_control"], seed=0, device="cpu")
 
 
 def test_pixel_control_head_shape_84(atari_like_model):
@@ -303,7 +303,7 @@ def test_feature_control_target_is_not_optimised_and_saved(filled_minatar_model,
     target = head.target[0].weight
     assert not th.equal(online, target)
     model.save(tmp_path / "m.zip")
-    loaded = AuxPPO.load(tmp_path / "m.zip")
+    loaded = AuxPPO.load(tmp_path / "m.zip", device="cpu")
     assert th.equal(loaded.policy.aux_head("feature_control").target[0].weight, target)
 
 

@@ -156,7 +156,7 @@ def test_uncertainty_weights_are_learned_parameters_of_the_policy(tmp_path):
     assert logged["aux/reward_pred/weight"] == pytest.approx(base * 0.5 * np.exp(-logged["aux/reward_pred/log_variance"]),
                                                              rel=0.2)
     model.save(tmp_path / "m.zip")
-    loaded = AuxPPO.load(tmp_path / "m.zip")
+    loaded = AuxPPO.load(tmp_path / "m.zip", device="cpu")
     assert loaded.policy.aux_log_vars["reward_pred"].item() == pytest.approx(log_var.item())
 
 
