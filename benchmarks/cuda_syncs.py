@@ -16,65 +16,39 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import torch as th
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import build  # noqa: E402
+from throughput import PhaseMeter, build, instrument  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class SyncCounter:
-    """Sync warnings recorded while wrapped methods run, by phase (inner phases subtracted) and by line."""
-
-    def __init__(self, record: list) -> None:
-        self.record = record
-        self.by_phase: dict[str, int] = defaultdict(int)
-        self.by_line: Counter[str] = Counter()
-        self._stack: list[int] = []
-
-    def wrap(self, obj: object, method: str, phase: str) -> None:
-        original = getattr(obj, method)
-
-        def counted(*args, **kwargs):
-            self._stack.append(0)
-            start = len(self.record)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                seen = len(self.record) - start
-                self.by_phase[phase] += seen - self._stack.pop()
-                if self._stack:
-                    self._stack[-1] += seen
-
-        setattr(obj, method, counted)
-
-    def collect_lines(self) -> None:
-        for warning in self.record:
-            path = Path(warning.filename)
-            try:
-                where = str(path.resolve().relative_to(REPO))
-            except ValueError:
-                where = "/".join(path.parts[-2:])
-            self.by_line[f"{where}:{warning.lineno}"] += 1
+def by_line(record: list[warnings.WarningMessage]) -> Counter[str]:
+    """The recorded warnings by source line (repository-relative where the line is rlaux's)."""
+    lines: Counter[str] = Counter()
+    for warning in record:
+        path = Path(warning.filename)
+        try:
+            where = str(path.resolve().relative_to(REPO))
+        except ValueError:
+            where = "/".join(path.parts[-2:])
+        lines[f"{where}:{warning.lineno}"] += 1
+    return lines
 
 
-def count(variant: str, args: argparse.Namespace) -> tuple[SyncCounter, int, int]:
+def count(variant: str, args: argparse.Namespace) -> tuple[dict[str, float], Counter[str], int, int]:
+    """Syncs by phase and by line over ``args.rollouts`` rollouts, the env steps and the optimizer steps."""
     model, env = build(variant, args, "auto", seed=0)
     model.learn(model.n_envs * model.n_steps)  # warm-up: replay filled, caches built
+    cuda = args.device == "cuda"
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        counter = SyncCounter(record)
-        counter.wrap(model, "collect_rollouts", "collection")
-        counter.wrap(model, "train", "RL update")
-        objective = getattr(model, "aux_objective", None)
-        if objective is not None:
-            counter.wrap(objective.guard, "contribute", "aux")
+        meter = instrument(model, PhaseMeter(read=lambda: len(record)))
         steps_before = model.num_timesteps
-        cuda = args.device == "cuda"
         if cuda:
             th.cuda.set_sync_debug_mode("warn")
         try:
@@ -82,10 +56,10 @@ def count(variant: str, args: argparse.Namespace) -> tuple[SyncCounter, int, int
         finally:
             if cuda:
                 th.cuda.set_sync_debug_mode("default")
-        counter.collect_lines()
+            meter.restore()
     env.close()
-    optimizer_steps = args.rollouts * optimizer_steps_per_update(model)
-    return counter, model.num_timesteps - steps_before, optimizer_steps
+    return dict(meter.totals), by_line(record), model.num_timesteps - steps_before, \
+        args.rollouts * optimizer_steps_per_update(model)
 
 
 def optimizer_steps_per_update(model) -> int:
@@ -114,16 +88,15 @@ def main() -> None:
           f"{'RL update':>9} {'aux':>6} {'/ opt step':>10}")
     lines: dict[str, Counter[str]] = {}
     for variant in ["sb3", "none", *args.aux.split(",")]:
-        counter, steps, opt_steps = count(variant, args)
-        phase = counter.by_phase
-        update = phase["RL update"] + phase["aux"]
-        print(f"{variant:>12} {steps:9d} {opt_steps:9d} {phase['collection']:10d} "
-              f"{phase['collection'] / steps:6.2f} {phase['RL update']:9d} {phase['aux']:6d} "
+        phase, lines[variant], steps, opt_steps = count(variant, args)
+        aux = phase.get("aux sampling", 0) + phase.get("aux forward/backward", 0)
+        update = phase.get("RL update", 0) + aux
+        print(f"{variant:>12} {steps:9d} {opt_steps:9d} {phase['collection']:10.0f} "
+              f"{phase['collection'] / steps:6.2f} {phase.get('RL update', 0):9.0f} {aux:6.0f} "
               f"{update / opt_steps:10.2f}", flush=True)
-        lines[variant] = counter.by_line
-    for variant, by_line in lines.items():
+    for variant, counts in lines.items():
         print(f"\n{variant}: syncs by source line (top {args.top})")
-        for where, n in by_line.most_common(args.top):
+        for where, n in counts.most_common(args.top):
             print(f"  {n:7d}  {where}")
 
 

@@ -27,6 +27,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,56 +47,64 @@ BEFORE_AGENTS = {"ppo": "docs/results/presets/ppo_before.toml", "a2c": "docs/res
 BEFORE_N_ENVS = 8
 
 
-class Timers:
-    """Seconds spent in wrapped methods, by name (nested timers are subtracted from their parent)."""
+class PhaseMeter:
+    """What ``read`` counts (seconds by default) while wrapped methods run, by phase name; a phase nested
+    in another is subtracted from its parent."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
+    def __init__(self, read: Callable[[], float] = time.perf_counter) -> None:
+        self.read = read
+        self.totals: dict[str, float] = defaultdict(float)
         self._stack: list[float] = []
 
     @contextmanager
-    def time(self, name: str):
+    def measure(self, name: str):
         self._stack.append(0.0)
-        start = time.perf_counter()
+        start = self.read()
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - start
+            amount = self.read() - start
             inner = self._stack.pop()
-            self.seconds[name] += elapsed - inner
+            self.totals[name] += amount - inner
             if self._stack:
-                self._stack[-1] += elapsed
+                self._stack[-1] += amount
 
     def wrap(self, obj: object, method: str, name: str) -> None:
         original = getattr(obj, method)
 
-        def timed(*args, **kwargs):
-            with self.time(name):
+        def measured(*args, **kwargs):
+            with self.measure(name):
                 return original(*args, **kwargs)
 
-        setattr(obj, method, timed)
+        setattr(obj, method, measured)
 
 
-def instrument(model) -> Timers:
-    """Timers around collection, the update, the aux sampling and losses, and logging."""
-    timers = Timers()
-    timers.wrap(model, "collect_rollouts", "collection")
-    timers.wrap(model, "train", "RL update")
-    timers.wrap(model, "dump_logs", "logging")
+#: The phases :func:`instrument` measures, in order.
+PHASES = ["collection", "RL update", "aux sampling", "aux forward/backward", "logging"]
+
+
+def instrument(model, meter: PhaseMeter | None = None) -> PhaseMeter:
+    """``meter`` (a timer by default) around collection, the update, the aux sampling and losses, and logging.
+    Call its ``restore()`` after the run."""
+    meter = meter or PhaseMeter()
+    meter.wrap(model, "collect_rollouts", "collection")
+    meter.wrap(model, "train", "RL update")
+    meter.wrap(model, "dump_logs", "logging")
+    meter.restore = lambda: None  # type: ignore[attr-defined]
     objective = getattr(model, "aux_objective", None)
     if objective is not None:
-        timers.wrap(objective.guard, "contribute", "aux forward/backward")
+        meter.wrap(objective.guard, "contribute", "aux forward/backward")
         import rlaux.objective as objective_module
 
         original = objective_module.batch_for
 
-        def timed_batch_for(*args, **kwargs):
-            with timers.time("aux sampling"):
+        def measured_batch_for(*args, **kwargs):
+            with meter.measure("aux sampling"):
                 return original(*args, **kwargs)
 
-        objective_module.batch_for = timed_batch_for
-        timers.restore = lambda: setattr(objective_module, "batch_for", original)  # type: ignore[attr-defined]
-    return timers
+        objective_module.batch_for = measured_batch_for
+        meter.restore = lambda: setattr(objective_module, "batch_for", original)  # type: ignore[attr-defined]
+    return meter
 
 
 def build(variant: str, args: argparse.Namespace, vec_env: str, seed: int):
@@ -148,8 +157,8 @@ def main() -> None:
             model.learn(args.timesteps, reset_num_timesteps=False)
             times[(variant, vec_env)].append(time.perf_counter() - start)
             if timers is not None:
-                parts[(variant, vec_env)] = dict(timers.seconds)
-                getattr(timers, "restore", lambda: None)()
+                parts[(variant, vec_env)] = dict(timers.totals)
+                timers.restore()
             replay = getattr(model, "aux_replay", None)
             if replay is not None:
                 memory[variant] = (replay.bytes_per_step, replay.nbytes, replay.capacity * replay.n_envs)
@@ -171,11 +180,10 @@ def main() -> None:
               f"{steps:,} steps (aux_replay_capacity x n_envs)")
     if parts:
         print("\nwhere the time goes (last repeat; share of the run's wall time)")
-        names = ["collection", "RL update", "aux sampling", "aux forward/backward", "logging"]
-        print(f"{'variant':>12} {'vec env':>8} " + " ".join(f"{n:>20}" for n in names))
+        print(f"{'variant':>12} {'vec env':>8} " + " ".join(f"{n:>20}" for n in PHASES))
         for key, seconds in parts.items():
             total = times[key][-1]
-            print(f"{key[0]:>12} {key[1]:>8} " + " ".join(f"{seconds.get(n, 0.0) / total:20.0%}" for n in names))
+            print(f"{key[0]:>12} {key[1]:>8} " + " ".join(f"{seconds.get(n, 0.0) / total:20.0%}" for n in PHASES))
 
 
 if __name__ == "__main__":

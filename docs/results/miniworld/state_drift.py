@@ -2,8 +2,8 @@
 "representational drift"), for each way of starting it: the state stored with the data or zeros, after a
 burn-in of 0, 5 or 20 steps.
 
-    python docs/results/miniworld/state_drift.py --fresh 50000 > docs/results/miniworld/state_drift_50k.csv
-    python docs/results/miniworld/state_drift.py --model RUN_DIR/final_model.zip > docs/results/miniworld/state_drift_500k.csv
+    python docs/results/miniworld/state_drift.py --fresh 50000 --out docs/results/miniworld/state_drift_50k.csv
+    python docs/results/miniworld/state_drift.py --model RUN_DIR/final_model.zip --out docs/results/miniworld/state_drift_500k.csv
 
 The agent (``ppo_lstm`` with UNREAL's tasks and LSTM inputs on MazeS3) trains on, ``--fill`` env steps, so
 that its auxiliary replay holds what training holds: sequences whose stored states were computed by the
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--fill", type=int, default=16384, help="env steps trained before measuring")
     parser.add_argument("--sequences", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="CSV file to write (default: stdout, where MiniWorld prints too)")
     args = parser.parse_args()
 
     run = resolve(RunConfig(env="MiniWorld", game="MazeS3", algo="ppo_lstm", agent="ppo_lstm_unreal", aux=["unreal"],
@@ -73,7 +74,8 @@ def main() -> None:
     true_values, true_core, mask = run_from(reference)
     mask = mask.bool()
     value_scale = true_values[mask].std()
-    writer = csv.writer(sys.stdout)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below
+    writer = csv.writer(out)
     writer.writerow(["env_steps", "lstm_start", "burn_in", "value_abs_error", "value_error_over_std",
                      "first_step_value_abs_error", "core_relative_error"])
     for start, burn_in in STARTS:
@@ -85,6 +87,8 @@ def main() -> None:
         writer.writerow([model.num_timesteps, start, burn_in, f"{error[mask].mean():.4g}",
                          f"{error[mask].mean() / value_scale:.4g}", f"{first_error.mean():.4g}",
                          f"{core_error[mask].mean():.4g}"])
+    if args.out:
+        out.close()
     env.close()
 
 
