@@ -65,11 +65,17 @@ def main() -> None:
     end_step = replay.episode_step.reshape(-1)[ends]
     assert (end_step < REFERENCE_BURN_IN).all(), "the reference window must reach back to each episode's start"
 
-    def run_from(request):
-        batch = replay.sequences_ending_at(request, ends)
-        with th.no_grad():
-            # the sequence's steps (the last observation is value replay's bootstrap only)
-            return policy.values_of_sequences(batch)[:, :-1], policy.core_sequences(batch)[:, :-1], batch.mask
+    def run_from(request, chunk: int = 32):
+        """Values [B, T], actor LSTM outputs [B, T, H] and loss mask [B, T] of the sequences ending at ``ends``
+        (``chunk`` sequences at a time: the reference's windows are long)."""
+        values, core, mask = [], [], []
+        for part in np.array_split(ends, max(1, len(ends) // chunk)):
+            batch = replay.sequences_ending_at(request, part)
+            with th.no_grad():  # the sequence's steps (the last observation is value replay's bootstrap only)
+                values.append(policy.values_of_sequences(batch)[:, :-1])
+                core.append(policy.core_sequences(batch)[:, :-1])
+            mask.append(batch.mask)
+        return th.cat(values), th.cat(core), th.cat(mask)
 
     true_values, true_core, mask = run_from(reference)
     mask = mask.bool()
