@@ -40,6 +40,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
         (["--env", "MinAtar"], "--timesteps is required"),
         (["--suite", "atari1m"], "unknown suite 'atari1m'"),
         (["--from", "/nonexistent/folder"], "does not exist"),
+        (["--env", "MinAtar", "--timesteps", "100", "--curve-window", "0"], "--curve-window must be >= 1 episode, got 0"),
+        (["--from", ".", "--curve-window", "0"], "--curve-window must be >= 1 episode, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys, monkeypatch) -> None:
@@ -237,6 +239,12 @@ def test_a_study_of_several_algorithms_dry_run_report_resume_and_from(tmp_path, 
     assert code == 0, err
     assert pd.read_csv(rebuilt / "curves.csv").equals(curves)
     assert "(baseline: `ppo_lstm:none`)" in (rebuilt / "report.md").read_text()
+
+    smoothed = tmp_path / "smoothed"  # each curve point averages more episodes
+    code, out, err = _run(["--from", str(out_dir / "runs"), "--out", str(smoothed), "--reps", "50",
+                           "--curve-window", "100"], capsys)
+    assert code == 0, err
+    assert "mean return of its last\n100 finished episodes" in (smoothed / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- a tiny real sweep, --from, resume

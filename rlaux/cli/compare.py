@@ -28,6 +28,7 @@ from rlaux.algorithms import ALGORITHMS
 from rlaux.cli.common import OneLineErrorParser, split_extra
 from rlaux.cli.train import config_from_args, train_parser
 from rlaux.compare import stats
+from rlaux.compare.results import DEFAULT_CURVE_WINDOW
 from rlaux.compare.study import plan_study, print_dry_run, rebuild_report, run_study
 from rlaux.compare.suites import SUITES
 from rlaux.compare.sweep import SweepJob, build_train_command
@@ -73,6 +74,9 @@ def compare_parser() -> argparse.ArgumentParser:
                      help="final score = last evaluation (evaluations.npz) where a run has one (a suite sets it)")
     rep.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples; default 2000")
     rep.add_argument("--truncate", action="store_true", help="cut runs of one env to the shortest budget")
+    rep.add_argument("--curve-window", type=int, default=DEFAULT_CURVE_WINDOW,
+                     help="episodes averaged into each point of a learning curve; default "
+                          f"{DEFAULT_CURVE_WINDOW} (more for envs with many short episodes)")
     return p
 
 
@@ -108,13 +112,15 @@ def run_compare(argv: Sequence[str]) -> int:
         if args.env or args.games or args.suite or args.dry_run or args.timesteps:
             raise ConfigError("--from rebuilds a report from existing runs; it takes no --env/--games/--suite/--timesteps")
         rebuild_report(args.from_dirs, args.out, baseline=args.baseline, reference=args.reference,
-                       final_from_eval=args.final_from_eval, reps=args.reps, truncate=args.truncate)
+                       final_from_eval=args.final_from_eval, reps=args.reps, truncate=args.truncate,
+                       curve_window=args.curve_window)
         return 0
     plan = plan_study(aux=args.aux, seeds=args.seeds, env=args.env, games=args.games, suite=args.suite,
                       timesteps=args.timesteps, algo=args.algo, agent=args.agent, eval_episodes=args.eval_episodes,
                       baseline=args.baseline, reference=args.reference, final_from_eval=args.final_from_eval,
                       extra_args=extra, out=args.out, workers=args.workers, backend=args.backend,
-                      address=args.address, reps=args.reps, truncate=args.truncate, resolve_jobs=validate_jobs)
+                      address=args.address, reps=args.reps, truncate=args.truncate, curve_window=args.curve_window,
+                      resolve_jobs=validate_jobs)
     if args.dry_run:
         print_dry_run(plan)
         return 0

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rlaux.compare import plots, stats
-from rlaux.compare.results import curves_frame, load_runs, split_algorithm, write_curves_csv
+from rlaux.compare.results import DEFAULT_CURVE_WINDOW, curves_frame, load_runs, split_algorithm, write_curves_csv
 from rlaux.errors import ConfigError
 
 HOW_TO_READ = """\
@@ -88,7 +88,7 @@ def build_report(
     reps: int = stats.DEFAULT_REPS,
     seed: int = stats.DEFAULT_SEED,
     n_points: int = 50,
-    window: int = 10,
+    window: int = DEFAULT_CURVE_WINDOW,
     truncate: bool = False,
     include_unfinished: bool = False,
     score_ranges: Mapping[str, tuple[float, float]] | None = None,

@@ -48,6 +48,9 @@ import pandas as pd
 import rlaux.tasks
 from rlaux.errors import ConfigError
 
+#: Finished episodes averaged into each point of a learning curve (``compare --curve-window``).
+DEFAULT_CURVE_WINDOW = 10
+
 CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
 
 #: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
@@ -282,7 +285,7 @@ def step_grid(budget: int, n_points: int = 50) -> np.ndarray:
 
 
 def resample_curve(
-    episode_steps: np.ndarray, episode_returns: np.ndarray, grid: np.ndarray, window: int = 10
+    episode_steps: np.ndarray, episode_returns: np.ndarray, grid: np.ndarray, window: int = DEFAULT_CURVE_WINDOW
 ) -> np.ndarray:
     """Mean return of the last ``window`` episodes ended at or before each grid step (back-filled)."""
     if len(episode_steps) == 0:
@@ -294,7 +297,7 @@ def resample_curve(
     return (cumulative[ended] - cumulative[start]) / (ended - start)
 
 
-def curves_frame(runs: Sequence[Run], n_points: int = 50, window: int = 10) -> pd.DataFrame:
+def curves_frame(runs: Sequence[Run], n_points: int = 50, window: int = DEFAULT_CURVE_WINDOW) -> pd.DataFrame:
     """Tidy frame ``env,variant,seed,step,return`` of every run resampled onto its env's grid."""
     rows = []
     for run in runs:

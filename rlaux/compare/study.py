@@ -32,7 +32,7 @@ import pandas as pd
 from rlaux.algorithms import ALGORITHMS
 from rlaux.compare import stats
 from rlaux.compare.report import build_report, resolve_baseline
-from rlaux.compare.results import find_run_dirs, split_algorithm, with_algorithm
+from rlaux.compare.results import DEFAULT_CURVE_WINDOW, find_run_dirs, split_algorithm, with_algorithm
 from rlaux.compare.suites import SUITES, Suite, get_suite
 from rlaux.compare.sweep import (
     DEFAULT_EXTRA_ARGS,
@@ -149,6 +149,7 @@ class StudyPlan:
     address: str | None = None
     reps: int = stats.DEFAULT_REPS
     truncate: bool = False
+    curve_window: int = DEFAULT_CURVE_WINDOW
 
 
 def plan_study(
@@ -172,6 +173,7 @@ def plan_study(
     address: str | None = None,
     reps: int = stats.DEFAULT_REPS,
     truncate: bool = False,
+    curve_window: int = DEFAULT_CURVE_WINDOW,
     resolve_jobs: JobResolver | None = None,
 ) -> StudyPlan:
     """Check every setting and build the grid env/game x variant x seed; launch nothing.
@@ -182,7 +184,8 @@ def plan_study(
     list. A ``suite`` sets the env, games, budget,
     final evaluation and reference. ``extra_args`` go to every training run; ``workers``
     runs at a time on ``backend`` (local or ray, at ``address``); ``reps`` bootstrap
-    resamples in the report, ``truncate`` cuts runs of one env to the shortest budget.
+    resamples in the report, ``truncate`` cuts runs of one env to the shortest budget,
+    ``curve_window`` episodes make each point of a learning curve.
     ``resolve_jobs`` (see :data:`JobResolver`) checks each run as ``train`` will and names
     the labels its runs will record (weights or weighting among ``extra_args`` are part of
     them); without it, a variant's label is its task names.
@@ -217,8 +220,7 @@ def plan_study(
         raise ConfigError(f"--timesteps must be >= 1, got {budget}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if reps < 1:
-        raise ConfigError(f"--reps must be >= 1, got {reps}")
+    check_report_settings(reps, curve_window)
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend {backend!r}; valid: local, ray")
     if address and backend != "ray":
@@ -253,7 +255,7 @@ def plan_study(
     return StudyPlan(jobs=jobs, out=Path(out) if out else default_out(label), games=game_list, variants=variants,
                      timesteps=budget, baseline=baseline_label, reference=reference,
                      final_from_eval=final_from_eval, suite=chosen_suite, workers=workers, backend=backend,
-                     address=address, reps=reps, truncate=truncate)
+                     address=address, reps=reps, truncate=truncate, curve_window=curve_window)
 
 
 def _split_variant(variant: str) -> tuple[str | None, str]:
@@ -346,7 +348,7 @@ def run_study(plan: StudyPlan, launch: Launch | None = None) -> list[JobOutcome]
         print("error: every run failed; no report (see the logs above)", file=sys.stderr)
         return outcomes
     report_and_summarise([out / "runs"], out, plan.baseline, plan.reference, plan.final_from_eval, plan.reps,
-                         plan.truncate)
+                         plan.truncate, plan.curve_window)
     return outcomes
 
 
@@ -374,10 +376,11 @@ def report_and_summarise(
     final_from_eval: bool = False,
     reps: int = stats.DEFAULT_REPS,
     truncate: bool = False,
+    curve_window: int = DEFAULT_CURVE_WINDOW,
 ) -> Path:
     """Write the report of the runs under ``run_dirs`` into ``out``, print where and the summary table."""
     report = build_report([str(d) for d in run_dirs], str(out), baseline=baseline, reference=reference,
-                          reps=reps, truncate=truncate, final_from_eval=final_from_eval)
+                          reps=reps, truncate=truncate, final_from_eval=final_from_eval, window=curve_window)
     baseline = resolve_baseline(baseline, sorted(set(pd.read_csv(out / "curves.csv")["variant"])))
     print(f"\nreport: {report}")
     print(f"data: {out / 'curves.csv'}, {out / 'scores.csv'}; figures: {out / 'figures'}")
@@ -398,6 +401,14 @@ def all_suite_runs(dirs: Sequence[Path]) -> bool:
     return bool(envs) and envs <= suite_envs
 
 
+def check_report_settings(reps: int, curve_window: int) -> None:
+    """ConfigError unless the report's bootstrap resamples and curve window are at least 1."""
+    if reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {reps}")
+    if curve_window < 1:
+        raise ConfigError(f"--curve-window must be >= 1 episode, got {curve_window}")
+
+
 def rebuild_report(
     dirs: Sequence[str | Path],
     out: str | Path | None = None,
@@ -407,6 +418,7 @@ def rebuild_report(
     final_from_eval: bool = False,
     reps: int = stats.DEFAULT_REPS,
     truncate: bool = False,
+    curve_window: int = DEFAULT_CURVE_WINDOW,
 ) -> Path:
     """The report of existing run folders (searched recursively); runs nothing.
 
@@ -420,8 +432,7 @@ def rebuild_report(
     for d in folders:
         if not d.exists():
             raise ConfigError(f"--from folder {str(d)!r} does not exist")
-    if reps < 1:
-        raise ConfigError(f"--reps must be >= 1, got {reps}")
+    check_report_settings(reps, curve_window)
     out_dir = Path(out) if out else (folders[0] if len(folders) == 1 else default_out("from"))
     if baseline and any(c in baseline for c in "[@"):  # a run label with weights or weighting
         baseline_label = baseline
@@ -436,7 +447,8 @@ def rebuild_report(
         baseline_label = "none"
     if all_suite_runs(folders):  # runs of --suite atari100k/atari5: the suite's report
         reference, final_from_eval = reference or "atari100k", True
-    return report_and_summarise(folders, out_dir, baseline_label, reference, final_from_eval, reps, truncate)
+    return report_and_summarise(folders, out_dir, baseline_label, reference, final_from_eval, reps, truncate,
+                                curve_window)
 
 
 __all__ = ["RESERVED_TRAIN_FLAGS", "JobResolver", "ProgressLaunch", "StudyPlan", "all_suite_runs", "check_extra_args",
