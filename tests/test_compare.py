@@ -166,7 +166,7 @@ def test_curves_csv_is_tidy(sweep_dir: Path, tmp_path: Path) -> None:
 
 
 def test_corrupt_and_unfinished_runs_are_named_and_left_out(sweep_dir: Path) -> None:
-    from rlaux.compare.results import load_runs
+    from rlaux.compare.results import load_runs, short_dir
 
     bad_csv = write_run(sweep_dir, "bad-csv", baseline_returns(0), seed=7)
     (bad_csv / "monitor" / "0.monitor.csv").write_text("garbage without header\n1,2\n")
@@ -185,7 +185,7 @@ def test_corrupt_and_unfinished_runs_are_named_and_left_out(sweep_dir: Path) -> 
         (empty, "no finished episode"),
         (unfinished, "unfinished"),
     ]:
-        assert any(str(folder) in w and reason in w for w in loaded.warnings), text
+        assert any(short_dir(folder) in w and reason in w for w in loaded.warnings), text
     assert len(load_runs([sweep_dir], include_unfinished=True).runs) == 10
 
 
@@ -306,6 +306,7 @@ def test_spr_human_normalised_iqm_matches_published() -> None:
 
 def test_report_from_synthetic_runs(sweep_dir: Path, tmp_path: Path) -> None:
     from rlaux.compare.report import build_report
+    from rlaux.compare.results import short_dir
 
     bad = write_run(sweep_dir, "corrupt", baseline_returns(0), seed=42)
     (bad / "monitor" / "0.monitor.csv").write_text("no header\n")
@@ -315,7 +316,7 @@ def test_report_from_synthetic_runs(sweep_dir: Path, tmp_path: Path) -> None:
     assert path == out / "report.md"
     for heading in ["Per env", "Aggregate", "Probability of improvement", "Sample efficiency", "Runs left out"]:
         assert heading in text
-    assert "How to read this" in text and "not reached" in text and str(bad) in text
+    assert "How to read this" in text and "not reached" in text and short_dir(bad) in text
     assert "Budget (env steps per run): MinAtar/Breakout: 10,000" in text
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert pngs == ["aggregate_intervals.png", "curves_MinAtar_Breakout.png", "performance_profile.png"]
@@ -482,7 +483,9 @@ def test_report_names_the_folders_it_read_without_machine_paths(sweep_dir: Path,
 
     inside = build_report([str(sweep_dir)], str(sweep_dir.parent), baseline="none", reps=REPS).read_text()
     assert f"from {sweep_dir.name}\n" in inside  # under the report's folder: relative to it
+    write_run(sweep_dir, "unfinished", baseline_returns(0), seed=10, finished=False)  # named in the notes
     outside = build_report([str(sweep_dir)], str(tmp_path / "elsewhere" / "report"), baseline="none", reps=REPS)
     runs_line = next(line for line in outside.read_text().splitlines() if line.startswith("- Runs read:"))
     assert runs_line.endswith(f"from .../{sweep_dir.parent.name}/{sweep_dir.name}")
-    assert str(tmp_path) not in runs_line
+    assert "left out, unfinished" in outside.read_text()  # the notes name runs too
+    assert str(tmp_path) not in outside.read_text()

@@ -205,8 +205,14 @@ def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | Non
         if len(steps) == 0 or not np.all(np.isfinite(means)):
             raise ValueError("empty or non-finite")
     except Exception as error:  # noqa: BLE001 - any reader failure: say so, use the training episodes
-        return None, None, f"{run_dir}: evaluations.npz unreadable ({error}); training episodes used instead"
+        return None, None, f"{short_dir(run_dir)}: evaluations.npz unreadable ({error}); training episodes used instead"
     return steps, means, None
+
+
+def short_dir(run_dir: Path) -> str:
+    """A run folder as reports name it: its last three path parts, so that no machine's absolute path
+    lands in a committed report."""
+    return ".../" + Path(*Path(run_dir).parts[-3:]).as_posix()
 
 
 def load_runs(
@@ -229,18 +235,18 @@ def load_runs(
     seen: dict[tuple[str, str, int], Path] = {}
     for run_dir, run in read:
         if not isinstance(run, Run):
-            warnings.append(f"{run_dir}: left out, {run}")
+            warnings.append(f"{short_dir(run_dir)}: left out, {run}")
             continue
         if mixed:
             run.variant = with_algorithm(run.algo, run.variant)
         if not run.finished and not include_unfinished:
             warnings.append(
-                f"{run_dir}: left out, unfinished (no final_model.zip; "
+                f"{short_dir(run_dir)}: left out, unfinished (no final_model.zip; "
                 f"last episode at step {int(run.episode_steps[-1])} of {run.budget})"
             )
             continue
         if run.key in seen:
-            warnings.append(f"{run_dir}: left out, duplicate of {seen[run.key]} {run.key}")
+            warnings.append(f"{short_dir(run_dir)}: left out, duplicate of {short_dir(seen[run.key])} {run.key}")
             continue
         seen[run.key] = run_dir
         if run.eval_warning:
@@ -275,7 +281,7 @@ def _check_budgets(runs: list[Run], warnings: list[str], truncate: bool) -> None
         warnings.append(f"{env}: runs of timesteps {budgets} truncated to the shortest, {shortest}")
     for run in list(runs):
         if len(run.episode_steps) == 0:
-            warnings.append(f"{run.run_dir}: left out, no episode ends within {run.budget} steps")
+            warnings.append(f"{short_dir(run.run_dir)}: left out, no episode ends within {run.budget} steps")
             runs.remove(run)
 
 
