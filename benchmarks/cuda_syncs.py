@@ -7,8 +7,8 @@ Each variant trains a few rollouts under ``torch.cuda.set_sync_debug_mode("warn"
 every operation that waits for the GPU (``.item()``, ``.cpu()``, a tensor's truth value, ...). The
 warnings are counted per phase (collection, the RL update less the auxiliary work, the auxiliary
 sampling and forward/backward) and per source line, so that a sync that rlaux adds shows up with the
-line that adds it. Collection must sync once per env step (the actions go to the envs); SB3's update
-syncs a few times per minibatch (its logged ``.item()`` values).
+line that adds it. Collection must sync at least once per vector step (the actions go to the envs);
+SB3's update syncs a few times per minibatch (its logged ``.item()`` values).
 """
 
 from __future__ import annotations
