@@ -55,6 +55,7 @@ class PhaseMeter:
         self.read = read
         self.totals: dict[str, float] = defaultdict(float)
         self._stack: list[float] = []
+        self._originals: list[tuple[object, str, Callable]] = []
 
     @contextmanager
     def measure(self, name: str):
@@ -69,14 +70,22 @@ class PhaseMeter:
             if self._stack:
                 self._stack[-1] += amount
 
-    def wrap(self, obj: object, method: str, name: str) -> None:
-        original = getattr(obj, method)
+    def wrap(self, obj: object, attribute: str, name: str) -> None:
+        """Measure ``obj.attribute`` (a method, or a module's function) as phase ``name`` until :meth:`restore`."""
+        original = getattr(obj, attribute)
+        self._originals.append((obj, attribute, original))
 
         def measured(*args, **kwargs):
             with self.measure(name):
                 return original(*args, **kwargs)
 
-        setattr(obj, method, measured)
+        setattr(obj, attribute, measured)
+
+    def restore(self) -> None:
+        """Put back what :meth:`wrap` replaced."""
+        for obj, attribute, original in reversed(self._originals):
+            setattr(obj, attribute, original)
+        self._originals.clear()
 
 
 #: The phases :func:`instrument` measures, in order.
@@ -90,20 +99,12 @@ def instrument(model, meter: PhaseMeter | None = None) -> PhaseMeter:
     meter.wrap(model, "collect_rollouts", "collection")
     meter.wrap(model, "train", "RL update")
     meter.wrap(model, "dump_logs", "logging")
-    meter.restore = lambda: None  # type: ignore[attr-defined]
     objective = getattr(model, "aux_objective", None)
     if objective is not None:
-        meter.wrap(objective.guard, "contribute", "aux forward/backward")
         import rlaux.objective as objective_module
 
-        original = objective_module.batch_for
-
-        def measured_batch_for(*args, **kwargs):
-            with meter.measure("aux sampling"):
-                return original(*args, **kwargs)
-
-        objective_module.batch_for = measured_batch_for
-        meter.restore = lambda: setattr(objective_module, "batch_for", original)  # type: ignore[attr-defined]
+        meter.wrap(objective.guard, "contribute", "aux forward/backward")
+        meter.wrap(objective_module, "batch_for", "aux sampling")
     return meter
 
 

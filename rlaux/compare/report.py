@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 
 from rlaux.compare import plots, stats
-from rlaux.compare.results import DEFAULT_CURVE_WINDOW, curves_frame, load_runs, split_algorithm, write_curves_csv
+from rlaux.compare.results import (
+    DEFAULT_CURVE_WINDOW,
+    curves_frame,
+    load_runs,
+    short_dir,
+    split_algorithm,
+    write_curves_csv,
+)
 from rlaux.errors import ConfigError
 
 HOW_TO_READ = """\
@@ -62,7 +69,7 @@ def _portable(run_dir: str | Path, out_dir: Path) -> str:
     path, out = Path(run_dir).resolve(), out_dir.resolve()
     if path.is_relative_to(out):
         return path.relative_to(out).as_posix() or "."
-    return ".../" + Path(*path.parts[-2:]).as_posix()
+    return short_dir(path, parts=2)
 
 
 def resolve_baseline(baseline: str, variants: Sequence[str]) -> str:

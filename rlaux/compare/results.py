@@ -209,10 +209,10 @@ def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | Non
     return steps, means, None
 
 
-def short_dir(run_dir: Path) -> str:
-    """A run folder as reports name it: its last three path parts, so that no machine's absolute path
+def short_dir(run_dir: str | os.PathLike, parts: int = 3) -> str:
+    """A folder as reports name it: its last ``parts`` path parts, so that no machine's absolute path
     lands in a committed report."""
-    return ".../" + Path(*Path(run_dir).parts[-3:]).as_posix()
+    return ".../" + Path(*Path(run_dir).parts[-parts:]).as_posix()
 
 
 def load_runs(
