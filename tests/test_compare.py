@@ -425,8 +425,11 @@ def test_sweep_grid_validation() -> None:
         SweepGrid(["MinAtar"], [], 1, 100).jobs()
 
 
-def test_sweep_resume_skips_finished_and_redoes_unfinished(tmp_path: Path) -> None:
-    from rlaux.compare.sweep import SweepGrid, run_sweep
+def test_sweep_resume_skips_finished_and_redoes_unfinished(tmp_path: Path, monkeypatch) -> None:
+    from rlaux.compare.sweep import THREAD_VARIABLES, SweepGrid, run_sweep
+
+    for name in THREAD_VARIABLES:  # the test session sets OMP_NUM_THREADS; the split below is compare's own
+        monkeypatch.delenv(name, raising=False)
 
     grid = SweepGrid(["MinAtar:Breakout"], ["none", "reward_pred"], 2, 100)
     launched: list[list[str]] = []
@@ -466,6 +469,16 @@ def test_sweep_resume_skips_finished_and_redoes_unfinished(tmp_path: Path) -> No
     outcomes = run_sweep(grid, tmp_path, workers=1, launch=fake_launch, cores=1)
     assert [c[c.index("--run-name") + 1] for c in launched] == ["MinAtar-Breakout__reward_pred__s1"]
     assert [o.status for o in outcomes].count("skipped") == 3
+
+
+def test_a_thread_count_the_caller_sets_wins_over_the_split_of_cores() -> None:
+    from rlaux.compare.sweep import THREAD_VARIABLES, thread_env
+
+    assert thread_env(2, cores=4, base={})["TORCH_NUM_THREADS"] == "2"
+    assert thread_env(1, cores=4, base={"PATH": "/bin"})["OMP_NUM_THREADS"] == "4"
+    chosen = thread_env(1, cores=4, base={"MKL_NUM_THREADS": " 1 ", "OMP_NUM_THREADS": ""})
+    assert [chosen[name] for name in THREAD_VARIABLES] == ["1", "1", "1"]
+    assert thread_env(2, cores=4, base={"OMP_NUM_THREADS": "3"})["TORCH_NUM_THREADS"] == "3"
 
 
 def test_sweep_ray_backend_without_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,8 +17,10 @@ the extra args: a resumed run's replay refills from its next rollout.
 Parallelism: ``workers`` runs at a time (a thread pool, each thread waiting on its own
 ``python -m rlaux.cli train`` process), each process limited to
 ``max(1, cores // workers)`` threads via OMP_NUM_THREADS, MKL_NUM_THREADS and
-TORCH_NUM_THREADS. ``backend="ray"`` sends the same command to a Ray cluster instead;
-each task ships its run folder back as tar bytes into the same layout.
+TORCH_NUM_THREADS, unless the caller's environment sets one of them: then all three take its value
+(two sweeps side by side on one machine: ``OMP_NUM_THREADS=1`` for each). ``backend="ray"`` sends
+the same command to a Ray cluster instead; each task ships its run folder back as tar bytes into
+the same layout.
 """
 
 from __future__ import annotations
@@ -190,10 +192,13 @@ def _resume_flags(extra_args: Sequence[str]) -> list[str]:
 
 
 def thread_env(workers: int, cores: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for one job: ``base`` (default os.environ) with the thread variables set."""
-    cores = cores or os.cpu_count() or 1
-    threads = str(max(1, cores // max(1, workers)))
+    """Environment for one job: ``base`` (default os.environ) with the thread variables set, to the
+    first of them ``base`` already sets (the user's choice, e.g. for two sweeps side by side), else
+    to ``cores // workers``."""
     env = dict(os.environ if base is None else base)
+    chosen = next((env[name] for name in THREAD_VARIABLES if env.get(name, "").strip()), None)
+    cores = cores or os.cpu_count() or 1
+    threads = chosen.strip() if chosen is not None else str(max(1, cores // max(1, workers)))
     env.update({name: threads for name in THREAD_VARIABLES})
     return env
 
