@@ -479,6 +479,8 @@ def test_a_thread_count_the_caller_sets_wins_over_the_split_of_cores() -> None:
     chosen = thread_env(1, cores=4, base={"MKL_NUM_THREADS": " 1 ", "OMP_NUM_THREADS": ""})
     assert [chosen[name] for name in THREAD_VARIABLES] == ["1", "1", "1"]
     assert thread_env(2, cores=4, base={"OMP_NUM_THREADS": "3"})["TORCH_NUM_THREADS"] == "3"
+    with pytest.raises(ConfigError, match="OMP_NUM_THREADS='two' is not a thread count"):
+        thread_env(1, base={"OMP_NUM_THREADS": "two"})
 
 
 def test_sweep_ray_backend_without_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

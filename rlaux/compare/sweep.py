@@ -196,9 +196,13 @@ def thread_env(workers: int, cores: int | None = None, base: Mapping[str, str] |
     first of them ``base`` already sets (the user's choice, e.g. for two sweeps side by side), else
     to ``cores // workers``."""
     env = dict(os.environ if base is None else base)
-    chosen = next((env[name] for name in THREAD_VARIABLES if env.get(name, "").strip()), None)
-    cores = cores or os.cpu_count() or 1
-    threads = chosen.strip() if chosen is not None else str(max(1, cores // max(1, workers)))
+    chosen = next((name for name in THREAD_VARIABLES if env.get(name, "").strip()), None)
+    if chosen is None:
+        threads = str(max(1, (cores or os.cpu_count() or 1) // max(1, workers)))
+    else:
+        threads = env[chosen].strip()
+        if not threads.isdigit() or int(threads) < 1:
+            raise ConfigError(f"{chosen}={env[chosen]!r} is not a thread count: set it to a whole number >= 1, or unset it")
     env.update({name: threads for name in THREAD_VARIABLES})
     return env
 
