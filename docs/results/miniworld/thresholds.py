@@ -22,13 +22,16 @@ from rlaux.compare.results import curve_matrix
 from rlaux.compare.stats import columnwise_iqm, steps_to_reach
 
 
+def steps_or_nan(grid: np.ndarray, curve: np.ndarray, level: float) -> float:
+    """``steps_to_reach``, with NaN for never."""
+    steps = steps_to_reach(grid, curve, level)
+    return np.nan if steps is None else steps
+
+
 def level_steps(curves: pd.DataFrame, env: str, variant: str, level: float) -> tuple[float, list[float]]:
     """(steps of the variant's IQM curve to ``level``, the same per seed); NaN where never reached."""
     _, grid, matrix = curve_matrix(curves, env, variant)
-    pooled = steps_to_reach(grid, columnwise_iqm(matrix), level)
-    per_seed = [steps_to_reach(grid, row, level) for row in matrix]
-    as_float = lambda steps: np.nan if steps is None else steps  # noqa: E731
-    return as_float(pooled), [as_float(s) for s in per_seed]
+    return steps_or_nan(grid, columnwise_iqm(matrix), level), [steps_or_nan(grid, row, level) for row in matrix]
 
 
 def main(argv: list[str] | None = None) -> None:
