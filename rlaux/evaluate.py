@@ -14,9 +14,19 @@ episodes are whole games. Returns come from SB3's ``evaluate_policy``, which
 takes each episode's return from the ``Monitor`` wrapper (``info["episode"]``)
 when the env has one; rlaux's Monitor wraps the raw env below every Atari
 wrapper, so the reported returns are full-game raw scores in any case (the
-EnvPool path logs the same numbers itself). Episode lengths are Monitor's: raw
-env steps, which for Atari are emulator frames (4 per agent step, plus the reset
-no-ops).
+EnvPool path logs the same numbers itself). Episode lengths are Monitor's, in
+agent steps: rlaux's Atari Monitor sits above the frame skip, so one step is 4
+emulator frames (SB3's ``make_atari_env`` and rl-zoo3 put it below and count
+frames, 4x more; ``evaluation.json`` gives both for Atari).
+
+Each episode is capped at ``--max-episode-steps`` agent steps (default
+:func:`default_max_episode_steps`: for Atari 4,500, i.e. 18,000 frames, the
+5 minutes of play of Mnih et al. 2015's evaluation, where a greedy agent that
+never presses FIRE would otherwise play the ALE's 108,000 frames each episode;
+27,000 for other envs; 0: the env's own limit only). Progress is printed as it
+goes: each episode's return and length, and every few seconds the steps and
+running return of the episodes under way; the summary says how many episodes
+the cap ended and, for a greedy policy, names stalling as the likely cause.
 
 Which model of a run folder (``--model``): ``best`` (``best_model.zip``, written
 by ``--eval-freq``), ``final`` (``final_model.zip``), ``latest`` (the newest
@@ -50,9 +60,10 @@ import numpy as np
 import torch
 from gymnasium.wrappers import RecordVideo
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlaux.algorithms import ALGORITHMS, evaluation_reward_feeder
-from rlaux.envs import EnvSpec, make_vec_env, resolve_env
+from rlaux.envs import EnvSpec, atari_wrapper_kwargs, make_vec_env, resolve_env
 from rlaux.errors import ConfigError, import_optional
 from rlaux.run import DEVICES
 from rlaux.run.checkpoint import checkpoint_dirs
@@ -200,9 +211,12 @@ def _video_wrapper(env: gym.Env, video_folder: str, name_prefix: str, fps: int |
                        episode_trigger=lambda episode: episode == 0, fps=fps, disable_logger=True)
 
 
-def make_eval_env(spec: EnvSpec, n_envs: int = 1, seed: int = 0, vec_env: str = "auto", env_wrapper: Any = None) -> Any:
-    """The evaluation VecEnv of ``spec``: no episodic life, no reward clipping (``training=False``)."""
-    return make_vec_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env, training=False, env_wrapper=env_wrapper)
+def make_eval_env(spec: EnvSpec, n_envs: int = 1, seed: int = 0, vec_env: str = "auto", env_wrapper: Any = None,
+                  max_episode_steps: int | None = None) -> Any:
+    """The evaluation VecEnv of ``spec``: no episodic life, no reward clipping (``training=False``);
+    episodes cut after ``max_episode_steps`` agent steps (None or 0: the env's own limit)."""
+    return make_vec_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env, training=False, env_wrapper=env_wrapper,
+                        max_episode_steps=max_episode_steps or None)
 
 
 def _check_spaces(model: Any, env: Any, model_path: Path, spec: EnvSpec) -> None:
@@ -220,6 +234,13 @@ def _require_moviepy() -> None:
 # ------------------------------------------------------------------ evaluation
 
 
+def atari_frame_skip(spec: EnvSpec) -> int | None:
+    """Emulator frames per agent step of an Atari spec (None for other kinds)."""
+    if spec.kind != "atari":
+        return None
+    return int(atari_wrapper_kwargs(spec, False).get("frame_skip", 4))
+
+
 def summarize(returns: Sequence[float]) -> dict[str, float]:
     """Mean, std, median, min, max and number of the episode returns."""
     r = np.asarray(returns, dtype=np.float64)
@@ -231,6 +252,80 @@ def summary_line(stats: dict[str, float]) -> str:
     """The one line a summary is printed as."""
     return (f"return {stats['mean']:.2f} ± {stats['std']:.2f}, median {stats['median']:.2f}, "
             f"min {stats['min']:.2f}, max {stats['max']:.2f} over {stats['episodes']} episodes")
+
+
+#: Agent steps an evaluation episode may last by default (``--max-episode-steps``), by env kind.
+DEFAULT_MAX_EPISODE_STEPS = {"atari": 4_500}
+#: ... and for every other kind.
+FALLBACK_MAX_EPISODE_STEPS = 27_000
+#: Seconds between two progress lines while no episode ends.
+PROGRESS_EVERY_S = 10.0
+
+
+def default_max_episode_steps(spec: EnvSpec) -> int:
+    """The default cap of an evaluation episode, in agent steps (see the module docstring)."""
+    return DEFAULT_MAX_EPISODE_STEPS.get(spec.kind, FALLBACK_MAX_EPISODE_STEPS)
+
+
+class EvaluationProgress(VecEnvWrapper):
+    """Prints each finished episode (return, agent steps, whether the cap ended it) and, every
+    ``every_s`` seconds without one, the steps and running return of the episodes under way.
+
+    Reads only what the VecEnv returns: ``info["episode"]`` (SB3's Monitor) and SB3's
+    ``info["TimeLimit.truncated"]``. ``capped``: the number of episodes the cap ended so far.
+    """
+
+    def __init__(self, venv: VecEnv, episodes: int, max_episode_steps: int | None, every_s: float = PROGRESS_EVERY_S,
+                 print_fn: Any = print) -> None:
+        super().__init__(venv)
+        self.episodes, self.cap, self.every_s, self.print = episodes, max_episode_steps, every_s, print_fn
+        self.done = 0
+        self.capped = 0
+        self._returns: list[float] = []
+        self._running = np.zeros(venv.num_envs)
+        self._steps = np.zeros(venv.num_envs, dtype=np.int64)
+        self._last = time.perf_counter()
+
+    def reset(self) -> Any:
+        self._running[:] = 0.0
+        self._steps[:] = 0
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self._running += rewards
+        self._steps += 1
+        now = time.perf_counter()
+        for i, (done, info) in enumerate(zip(dones, infos)):
+            if not done or "episode" not in info:
+                continue
+            length = int(info["episode"]["l"])
+            by_cap = bool(self.cap) and bool(info.get("TimeLimit.truncated")) and length >= self.cap
+            self.capped += by_cap
+            self._running[i], self._steps[i] = 0.0, 0
+            if self.done < self.episodes:
+                self.done += 1
+                self._returns.append(float(info["episode"]["r"]))
+                self.print(f"episode {self.done}/{self.episodes}: return {self._returns[-1]:.2f}, {length} agent steps"
+                           f"{' (ended by the cap, --max-episode-steps)' if by_cap else ''}; "
+                           f"mean so far {np.mean(self._returns):.2f}", flush=True)
+                self._last = now
+        if now - self._last >= self.every_s and self.done < self.episodes:
+            self.print(f"  ... {self.done}/{self.episodes} episodes done; under way: {int(self._steps.max())} agent "
+                       f"steps{f' of at most {self.cap}' if self.cap else ''}, return so far "
+                       f"{float(self._running[int(self._steps.argmax())]):.2f}", flush=True)
+            self._last = now
+        return obs, rewards, dones, infos
+
+
+def stall_note(capped: int, episodes: int, cap: int, deterministic: bool) -> str | None:
+    """The line that explains episodes ended by the cap, or None if there were none."""
+    if not capped:
+        return None
+    cause = ("a greedy policy that stalls (e.g. never presses FIRE, or stands still) is the likely cause: try "
+             "--stochastic; " if deterministic else "")
+    return (f"note: {capped} of {episodes} episodes ran to the cap of {cap} agent steps and were cut there; "
+            f"{cause}--max-episode-steps N changes the cap (0: the env's own limit)")
 
 
 def evaluate(model: Any, env: Any, episodes: int, deterministic: bool = True) -> tuple[list[float], list[int]]:
@@ -245,8 +340,9 @@ def evaluate(model: Any, env: Any, episodes: int, deterministic: bool = True) ->
     return [float(r) for r in returns], [int(n) for n in lengths]
 
 
-def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic: bool) -> Path:
-    """Play one episode and write it to ``path`` (.mp4)."""
+def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic: bool,
+                 max_episode_steps: int | None = None) -> Path:
+    """Play one episode (at most ``max_episode_steps`` agent steps; default by env kind) and write it to ``path`` (.mp4)."""
     _require_moviepy()
     path.parent.mkdir(parents=True, exist_ok=True)
     # Atari: every emulator frame is recorded (the raw env is below the frame skip): 60 fps is real time.
@@ -257,7 +353,8 @@ def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic
         with warnings.catch_warnings():
             # gymnasium's env checker looks at the raw render (MinAtar's is float); the recorded frames are uint8
             warnings.filterwarnings("ignore", message=".*(RGB-array rendering|render fps).*")
-            env = make_eval_env(spec, n_envs=1, seed=seed, vec_env="dummy", env_wrapper=wrapper)
+            cap = default_max_episode_steps(spec) if max_episode_steps is None else max_episode_steps
+            env = make_eval_env(spec, n_envs=1, seed=seed, vec_env="dummy", env_wrapper=wrapper, max_episode_steps=cap)
             try:
                 evaluate(model, env, 1, deterministic)
             finally:
@@ -272,9 +369,12 @@ def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic
 # ------------------------------------------------------------------ the command
 
 
-def check_options(episodes: int, n_envs: int, seed: int, device: str, env: str | None, game: str | None) -> None:
+def check_options(episodes: int, n_envs: int, seed: int, device: str, env: str | None, game: str | None,
+                  max_episode_steps: int | None = None) -> None:
     """Every problem of the evaluation settings in one ConfigError (before anything is loaded)."""
     problems = []
+    if max_episode_steps is not None and max_episode_steps < 0:
+        problems.append(f"--max-episode-steps must be >= 0 (0: the env's own limit only), got {max_episode_steps}")
     if episodes < 1:
         problems.append(f"--episodes must be at least 1, got {episodes}")
     if n_envs < 1:
@@ -326,13 +426,17 @@ def evaluate_run(
     vec_env: str = "auto",
     video: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
+    max_episode_steps: int | None = None,
+    print_output_path: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the model ``load`` names, printing what it does; return the results.
+    """Evaluate the model ``load`` names, printing what it does and each episode; return the results.
 
+    ``max_episode_steps``: cap of an episode in agent steps (None: :func:`default_max_episode_steps`;
+    0: the env's own limit only). ``print_output_path``: False for a results file in a temporary folder.
     ``video``: ``None`` for no video, ``""`` for the default path, else an .mp4 file or a folder.
     ``output``: the results JSON (default ``<run>/evaluation.json``; none for a bare model file).
     """
-    check_options(episodes, n_envs, seed, device, env, game)
+    check_options(episodes, n_envs, seed, device, env, game, max_episode_steps)
     if video is not None:
         _require_moviepy()  # fail before loading anything
     target = resolve_target(load, model)
@@ -341,10 +445,17 @@ def evaluate_run(
     agent = load_model(target.model_path, algo=algo, device=device)
     agent.set_random_seed(seed)  # stochastic actions repeat with the seed
     mode = "deterministic" if deterministic else "stochastic"
+    cap = default_max_episode_steps(spec) if max_episode_steps is None else max_episode_steps
+    if cap and vec_env == "envpool":
+        print(f"note: --vec-env envpool keeps EnvPool's own cap (108,000 frames); --max-episode-steps {cap} is not "
+              "applied", flush=True)
+        cap = 0
+    limit = f"at most {cap} agent steps an episode" if cap else "episodes as long as the env allows"
     print(f"model: {target.model_path} ({target.which}); env: {spec.env_id} (evaluation settings: full games, "
-          f"raw scores); {episodes} episodes, {mode}, seed {seed}", flush=True)
+          f"raw scores); {episodes} episodes, {mode}, seed {seed}, {limit}", flush=True)
 
-    eval_env = make_eval_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env)
+    eval_env = EvaluationProgress(make_eval_env(spec, n_envs=n_envs, seed=seed, vec_env=vec_env, max_episode_steps=cap),
+                                  episodes, cap)
     try:
         _check_spaces(agent, eval_env, target.model_path, spec)
         t0 = time.perf_counter()
@@ -354,21 +465,29 @@ def evaluate_run(
         eval_env.close()
     stats = summarize(returns)
     print(summary_line(stats), flush=True)
+    capped = sum(1 for n in lengths if cap and n >= cap)
+    note = stall_note(capped, len(lengths), cap, deterministic)
+    if note:
+        print(note, flush=True)
 
     video_path = None
     if video is not None:
         video_path = Path(video) if str(video) else default_video_path(target)
         if video_path.suffix.lower() != ".mp4":  # a folder
             video_path = video_path / default_video_path(target).name
-        record_video(agent, spec, video_path, seed, deterministic)
+        record_video(agent, spec, video_path, seed, deterministic, max_episode_steps=cap)
         print(f"video: {video_path}", flush=True)
 
+    frame_skip = atari_frame_skip(spec)
     result = {
         "model": str(target.model_path), "model_choice": target.which, "algo": type(agent).__name__,
         "env_id": spec.env_id, "env_spec": spec.to_dict(), "deterministic": deterministic,
         "seed": seed, "n_envs": n_envs, "vec_env": vec_env,
         **stats, "returns": returns, "lengths": lengths,
-        "lengths_unit": "raw env steps (Atari: emulator frames)",
+        "lengths_unit": "agent steps" + (f" (Atari: {frame_skip} emulator frames each; lengths_frames counts frames, "
+                                         "as SB3's make_atari_env and rl-zoo3 do)" if frame_skip else ""),
+        **({"lengths_frames": [n * frame_skip for n in lengths]} if frame_skip else {}),
+        "max_episode_steps": cap or None, "episodes_capped": capped,
         "num_timesteps": int(getattr(agent, "num_timesteps", 0)), "seconds": round(seconds, 3),
         "video": str(video_path) if video_path else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -377,9 +496,11 @@ def evaluate_run(
     if results_path is not None:
         results_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(results_path, (json.dumps(result, indent=2) + "\n").encode())
-        print(f"results: {results_path}", flush=True)
+        if print_output_path:
+            print(f"results: {results_path}", flush=True)
     return result
 
 
-__all__ = ["MODEL_CHOICES", "Target", "check_options", "default_video_path", "evaluate", "evaluate_run", "load_model",
+__all__ = ["DEFAULT_MAX_EPISODE_STEPS", "MODEL_CHOICES", "EvaluationProgress", "Target", "atari_frame_skip",
+           "default_max_episode_steps", "stall_note", "check_options", "default_video_path", "evaluate", "evaluate_run", "load_model",
            "make_eval_env", "record_video", "resolve_target", "spec_for", "summarize", "summary_line"]

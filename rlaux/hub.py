@@ -61,6 +61,36 @@ def require_hub(what: str) -> tuple[ModuleType, ModuleType]:
     return huggingface_sb3, huggingface_hub
 
 
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, cut at ``limit`` characters."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text if len(text) <= limit else text[:limit] + '...'}"
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """A failure to reach a server (no network, DNS, timeout), as opposed to one that answered."""
+    names = {k.__name__ for k in type(err).__mro__}
+    return bool(names & {"ConnectionError", "Timeout", "ConnectTimeout", "ConnectError", "TimeoutException",
+                         "NetworkError", "TimeoutError"}) and "HTTPError" not in names
+
+
+def check_hub_access(hub: ModuleType, api: Any, repo_id: str) -> None:
+    """ConfigError unless a token is at hand and the Hub answers to it (``HfApi.whoami``): checked before a
+    push evaluates or records anything. Says which of the two is missing."""
+    try:
+        api.whoami()
+    except Exception as err:  # noqa: BLE001 - sorted below into: no token, no network, token refused
+        if isinstance(err, getattr(hub.errors, "LocalTokenNotFoundError", ())):
+            raise ConfigError(f"push to {repo_id}: no Hugging Face token; log in with `huggingface-cli login` (or "
+                              "set HF_TOKEN), or give --local-dir DIR to write the package without uploading") from None
+        if _is_network_error(err):
+            raise ConfigError(f"push to {repo_id}: cannot reach the Hugging Face Hub ({_first_line(err)}); check the "
+                              "network (or a proxy), or give --local-dir DIR to write the package and upload it "
+                              "later") from None
+        raise ConfigError(f"push to {repo_id}: the Hub refused the token ({_first_line(err)}); log in again with "
+                          "`huggingface-cli login` (or set HF_TOKEN)") from None
+
+
 def check_repo_id(repo_id: str) -> None:
     """A ConfigError unless ``repo_id`` is a Hub repository id ``ORG/NAME``."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -237,11 +267,13 @@ def package_run(
     seed: int = 0,
     device: str = "auto",
     video: bool = True,
+    announce: bool = True,
 ) -> Path:
     """Write the Hub package of the run ``load`` (a run folder, or a model file in one) to ``local_dir``.
 
     ``model``: which model of the run folder (``evaluate --model``); ``video``: also record ``replay.mp4``
-    where moviepy is installed. Returns ``local_dir``.
+    where moviepy is installed; ``announce``: print where the package is (not for a temporary folder).
+    Returns ``local_dir``.
     """
     hub = require_hub("push")[1]
     check_repo_id(repo_id)
@@ -260,7 +292,7 @@ def package_run(
     shutil.copyfile(target.model_path, out / model_file)
     # rlaux's evaluation (full games, raw scores); its results file is rewritten in huggingface_sb3's layout
     evaluation = evaluate_run(target.model_path, episodes=episodes, deterministic=deterministic, seed=seed,
-                              device=device, output=out / "results.json")
+                              device=device, output=out / "results.json", print_output_path=announce)
     results = _results(evaluation)
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
 
@@ -284,7 +316,8 @@ def package_run(
 
     card = _model_card(hub, agent, config, results, repo_id, model_file, has_video)
     card.save(out / "README.md")
-    print(f"package for {repo_id}: {out} ({', '.join(sorted(p.name for p in out.iterdir()))})", flush=True)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"package for {repo_id}: {out} ({files})" if announce else f"package for {repo_id}: {files}", flush=True)
     return out
 
 
@@ -310,18 +343,20 @@ def push_run(
     if hub.constants.HF_HUB_OFFLINE:
         raise ConfigError("HF_HUB_OFFLINE is set, so nothing can be uploaded: give --local-dir DIR to write the "
                           "package there")
+    check_repo_id(repo_id)
+    check_options(package.get("episodes", 10), 1, package.get("seed", 0), package.get("device", "auto"), None, None)
+    resolve_target(load, package.get("model"))  # a bad --load is named before the network is asked
+    api = hub.HfApi(token=token)
+    check_hub_access(hub, api, repo_id)  # before the evaluation and the video, which take minutes
     with tempfile.TemporaryDirectory(prefix="rlaux-hub-") as tmp:
-        folder = package_run(load, Path(tmp) / "package", repo_id=repo_id, **package)
-        api = hub.HfApi(token=token)
+        folder = package_run(load, Path(tmp) / "package", repo_id=repo_id, announce=False, **package)
         try:
             repo_url = api.create_repo(repo_id=repo_id, exist_ok=True)
             api.upload_folder(repo_id=repo_url.repo_id, folder_path=folder,
                               commit_message=commit_message or f"Upload {folder.name} with rlaux")
         except Exception as err:  # noqa: BLE001 - network, authentication, permission: one line
-            first = str(err).splitlines()[0] if str(err) else ""
-            raise ConfigError(f"upload to {repo_id} failed ({type(err).__name__}: {first}); log in with "
-                              "`huggingface-cli login` (or set HF_TOKEN), or give --local-dir DIR to write the "
-                              "package there and upload it later") from None
+            raise ConfigError(f"upload to {repo_id} failed ({_first_line(err)}); nothing was uploaded: give "
+                              "--local-dir DIR to keep the package and upload it later") from None
     print(f"uploaded to {repo_url}", flush=True)
     return str(repo_url)
 
@@ -385,4 +420,4 @@ def load_from_hub(
     return load_model(model_path, algo=algo, device=device)
 
 
-__all__ = ["check_repo_id", "load_from_hub", "model_file_name", "package_run", "push_run", "require_hub"]
+__all__ = ["check_hub_access", "check_repo_id", "load_from_hub", "model_file_name", "package_run", "push_run", "require_hub"]

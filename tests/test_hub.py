@@ -142,6 +142,10 @@ def test_upload_uses_the_hub_api_on_the_package(run_dir, monkeypatch, capsys):
         def __init__(self, token=None):
             calls.append(("token", token))
 
+        def whoami(self):
+            calls.append(("whoami",))
+            return {"name": "someone"}
+
         def create_repo(self, repo_id, exist_ok):
             calls.append(("create_repo", repo_id, exist_ok))
             return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
@@ -153,27 +157,56 @@ def test_upload_uses_the_hub_api_on_the_package(run_dir, monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     code = main(["push", "--load", str(run_dir), "--repo-id", REPO, "--episodes", "1", "--no-video", "-m", "first"])
     assert code == 0, capsys.readouterr().err
-    assert calls[1] == ("create_repo", REPO, True)
-    assert calls[2] == ("upload_folder", REPO, sorted([MODEL_FILE, "README.md", "config.json", "results.json"]), "first")
+    assert calls[1] == ("whoami",)
+    assert calls[2] == ("create_repo", REPO, True)
+    assert calls[3] == ("upload_folder", REPO, sorted([MODEL_FILE, "README.md", "config.json", "results.json"]), "first")
     assert f"uploaded to https://huggingface.co/{REPO}" in capsys.readouterr().out
+
+
+def _api_that(whoami_error: BaseException | None, upload_error: BaseException | None = None) -> type:
+    class Api:
+        def __init__(self, token=None):
+            pass
+
+        def whoami(self):
+            if whoami_error is not None:
+                raise whoami_error
+            return {"name": "someone"}
+
+        def create_repo(self, repo_id, exist_ok):
+            raise upload_error
+
+    return Api
 
 
 def test_a_failed_upload_is_one_line(run_dir, monkeypatch, capsys):
     import huggingface_hub
 
-    class OfflineApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, exist_ok):
-            raise ConnectionError("no network\nsecond line")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    monkeypatch.setattr(huggingface_hub, "HfApi", _api_that(None, PermissionError("no write access\nsecond line")))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     code = main(["push", "--load", str(run_dir), "--repo-id", REPO, "--episodes", "1", "--no-video"])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "upload to someone/minatar-aux failed (ConnectionError: no network)" in err and "--local-dir" in err
+    captured = capsys.readouterr()
+    assert code == 2 and len(captured.err.strip().splitlines()) == 1
+    assert "upload to someone/minatar-aux failed (PermissionError: no write access)" in captured.err
+    assert "--local-dir" in captured.err and "rlaux-hub-" not in captured.out  # no deleted temp folder named
+
+
+@pytest.mark.parametrize("error, needle", [
+    (ConnectionError("Failed to resolve 'huggingface.co'"), "cannot reach the Hugging Face Hub (ConnectionError"),
+    ("no token", "no Hugging Face token; log in"),
+    (PermissionError("401 Unauthorized"), "the Hub refused the token (PermissionError: 401"),
+])
+def test_push_checks_network_and_token_before_evaluating(run_dir, monkeypatch, capsys, error, needle):
+    import huggingface_hub
+
+    if error == "no token":
+        error = huggingface_hub.errors.LocalTokenNotFoundError("Token is required")
+    monkeypatch.setattr(huggingface_hub, "HfApi", _api_that(error))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    code = main(["push", "--load", str(run_dir), "--repo-id", REPO, "--episodes", "1"])
+    captured = capsys.readouterr()
+    assert code == 2 and len(captured.err.strip().splitlines()) == 1 and needle in captured.err, captured.err
+    assert captured.out == ""  # nothing evaluated, nothing recorded
 
 
 @pytest.mark.parametrize("args,needle", [

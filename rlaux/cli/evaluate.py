@@ -33,6 +33,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
                    help="how to vectorise the evaluation envs (default auto)")
     p.add_argument("--video", nargs="?", const="", default=None, metavar="PATH",
                    help="also record one episode to an MP4 (default <run>/videos/<model>.mp4); needs moviepy")
+    p.add_argument("--max-episode-steps", type=int, default=None, metavar="N",
+                   help="cut an episode after N agent steps (default: Atari 4500 = 18,000 frames, else 27000; "
+                        "0: the env's own limit only)")
     p.add_argument("--output", default=None, metavar="JSON",
                    help="where to write the results (default <run>/evaluation.json; none for a bare model file)")
     return p
@@ -43,7 +46,8 @@ def run_evaluate(argv: Sequence[str]) -> int:
     args = evaluate_parser().parse_args(argv)
     evaluate_run(args.load, model=args.model, env=args.env, game=args.game, episodes=args.episodes,
                  deterministic=args.deterministic, seed=args.seed, device=args.device, n_envs=args.n_envs,
-                 vec_env=args.vec_env, video=args.video, output=args.output)
+                 vec_env=args.vec_env, video=args.video, output=args.output,
+                 max_episode_steps=args.max_episode_steps)
     return 0
 
 

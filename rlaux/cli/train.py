@@ -53,6 +53,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its newest checkpoint, with the settings of its config.json "
                         "(only --device, --no-progress, --verbose may be given too)")
+    p.add_argument("--restart", action="store_true",
+                   help="with --resume, for a run stopped before its first checkpoint: train it again from step 0 "
+                        "with its config.json (what it wrote so far moves to attempt-<k>/ inside it)")
     p.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override algorithm hyperparameters, e.g. n_steps=64 learning_rate:1e-4 (= or :)")
     p.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
@@ -121,8 +124,10 @@ def run_train(argv: Sequence[str]) -> int:
     if args.resume is not None:
         defaults = vars(parser.parse_args([]))
         overrides = {k: v for k, v in vars(args).items()
-                     if k != "resume" and k not in TRACKING_FLAGS and v != defaults[k]}
-        run_dir = resume(args.resume, tracking=tracking_from_args(args), **overrides)
+                     if k not in ("resume", "restart") and k not in TRACKING_FLAGS and v != defaults[k]}
+        run_dir = resume(args.resume, tracking=tracking_from_args(args), restart=args.restart, **overrides)
+    elif args.restart:
+        parser.error("--restart goes with --resume RUN_DIR (it starts that run again from step 0)")
     else:
         run_dir = train(config_from_args(args), tracking=tracking_from_args(args))
     print(f"run saved in {run_dir} (model: {run_dir / 'final_model.zip'}); watch it with: tensorboard --logdir {run_dir.parent}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -35,6 +36,10 @@ from rlaux.envs.families import KINDS, check_miniworld_gl
 from rlaux.envs.spec import EnvSpec, atari_wrapper_kwargs, is_image_observation
 from rlaux.envs.wrappers import make_env
 from rlaux.errors import ConfigError
+
+#: Ctrl-C, a scheduler's stop, a closed terminal (where the platform has it): they stop a run
+#: (``rlaux.run.signals``), and env workers ignore them.
+STOP_SIGNALS: tuple[int, ...] = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 #: The vec-env choices of ``make_vec_env`` (and of every ``--vec-env`` option).
 VEC_ENV_CHOICES = ("auto", "dummy", "subproc", "envpool")
@@ -59,6 +64,22 @@ class InfoSharingDummyVecEnv(DummyVecEnv):
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
         super().__init__(env_fns)
         self.buf_infos = _InfoList(self.buf_infos)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore :data:`STOP_SIGNALS` in this process."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _in_worker(make: Callable[[], gym.Env]) -> gym.Env:
+    """An env factory as a ``SubprocVecEnv`` worker runs it: first the worker stops listening to stop
+    signals. A scheduler, ``timeout`` or Ctrl-C signals the whole process group; a worker that died of
+    it would take the main process's rollout with it before it could write its checkpoint. The main
+    process decides when to stop and closes its workers; a worker whose main process is gone ends
+    when its pipe closes (SB3's worker loop)."""
+    ignore_stop_signals()
+    return make()
 
 
 def _preload_forkserver() -> None:
@@ -100,6 +121,7 @@ def make_vec_env(
     training: bool = True,
     monitor_dir: str | None = None,
     env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    max_episode_steps: int | None = None,
 ) -> VecEnv:
     """Build the vectorised env of ``spec`` (SB3's make_vec_env underneath).
 
@@ -115,6 +137,9 @@ def make_vec_env(
       raw episode returns (below all reward transforms and life-loss resets).
     - ``env_wrapper``: applied to each raw env, below Monitor and the preset's wrappers
       (e.g. gymnasium's RecordVideo); must be picklable for SubprocVecEnv.
+    - ``max_episode_steps``: truncate episodes after this many agent steps (a TimeLimit right
+      below the Monitor; for Atari above the frame skip, so 4 emulator frames a step). Not with
+      EnvPool, whose own cap (108,000 frames) stays.
 
     Returns a VecEnv whose image observations are uint8 channel-first ``[C, H, W]``
     (VecFrameStack then VecTransposeImage where needed), so SB3 adds no transpose.
@@ -140,11 +165,14 @@ def make_vec_env(
     if monitor_dir is not None:
         os.makedirs(monitor_dir, exist_ok=True)
     wrapper_kwargs = atari_wrapper_kwargs(spec, training) if spec.kind == "atari" else {}
-    venv = cls([
+    factories = [
         functools.partial(make_env, spec.env_id, spec.kind, rank, seed, monitor_dir, env_kwargs, wrapper_kwargs,
-                          env_wrapper, tuple(spec.gym_packages))
+                          env_wrapper, tuple(spec.gym_packages), max_episode_steps)
         for rank in range(n)
-    ])
+    ]
+    if cls is SubprocVecEnv:
+        factories = [functools.partial(_in_worker, make) for make in factories]
+    venv = cls(factories)
     venv.seed(seed)  # env ``rank`` is seeded ``seed + rank`` at its first reset, as SB3's make_vec_env does
     space = venv.observation_space
     image = is_image_observation(space)
@@ -159,4 +187,4 @@ def make_vec_env(
     return venv
 
 
-__all__ = ["VEC_ENV_CHOICES", "InfoSharingDummyVecEnv", "make_vec_env"]
+__all__ = ["STOP_SIGNALS", "VEC_ENV_CHOICES", "ignore_stop_signals", "InfoSharingDummyVecEnv", "make_vec_env"]

@@ -106,6 +106,10 @@ class MinAtarImage(gym.ObservationWrapper):
         return np.ascontiguousarray(observation.transpose(2, 0, 1), dtype=np.uint8) * np.uint8(255)
 
 
+def _capped(env: gym.Env, monitor: Callable[[gym.Env], gym.Env], max_episode_steps: int) -> gym.Env:
+    return monitor(gym.wrappers.TimeLimit(env, max_episode_steps))
+
+
 def make_env(
     env_id: str,
     kind: str,
@@ -116,18 +120,22 @@ def make_env(
     wrapper_kwargs: dict[str, Any],
     env_wrapper: Callable[[gym.Env], gym.Env] | None,
     gym_packages: Sequence[str] = (),
+    max_episode_steps: int | None = None,
 ) -> gym.Env:
     """Env ``rank`` of a VecEnv: as SB3's make_vec_env builds it, except that the Monitor of
     Atari envs sits above the frame skipping (see ``AtariWrapper``). Module level, so
     picklable by reference: forkserver workers import this module, and with it
     :mod:`rlaux.envs.families`, which registers the ALE and MinAtar ids; other ids are registered
-    by importing ``gym_packages``."""
+    by importing ``gym_packages``. ``max_episode_steps``: a TimeLimit right below the Monitor, so it
+    counts agent steps (above Atari's frame skip) and Monitor records the truncated episode."""
     env = make_base_env(env_id, kind, gym_packages, **env_kwargs)
     if env_wrapper is not None:
         env = env_wrapper(env)
     if seed is not None:
         env.action_space.seed(seed + rank)
     monitor = functools.partial(Monitor, filename=None if monitor_dir is None else os.path.join(monitor_dir, str(rank)))
+    if max_episode_steps:
+        monitor = functools.partial(_capped, monitor=monitor, max_episode_steps=max_episode_steps)
     if kind == "atari":
         return AtariWrapper(env, monitor=monitor, **wrapper_kwargs)
     env = monitor(env)

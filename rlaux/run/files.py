@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rlaux.errors import ConfigError
+
 
 def fsync_file(path: Path) -> None:
     """Flush a file's content to disk."""
@@ -55,6 +57,24 @@ def atomic_save(model: Any, path: Path) -> Path:
     return path
 
 
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """ConfigError unless ``folder`` is a folder this process can write in, or one it can create.
+
+    Creates nothing: the nearest existing folder above a missing one must be writable. A file in
+    the way (``folder`` itself or a parent) or a folder without write permission is named, with ``flag``.
+    """
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ConfigError(f"{flag} {folder}: {where}; give a folder to write the run folders in")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "" if existing == path else f" (it does not exist, and {existing} is where it would be made)"
+        raise ConfigError(f"{flag} {folder}: no permission to write in {existing}{what}; give a writable folder")
+
+
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's content."""
     digest = hashlib.sha256()
@@ -64,4 +84,4 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["atomic_save", "atomic_write_bytes", "fsync_dir", "fsync_file", "sha256_of"]
+__all__ = ["atomic_save", "atomic_write_bytes", "check_writable_folder", "fsync_dir", "fsync_file", "sha256_of"]

@@ -19,8 +19,10 @@ logged after the checkpoint is cut, so no step is logged twice and none is missi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,14 +32,14 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
-from rlaux.algorithms import AuxAlgorithmMixin, evaluation_reward_feeder
+from rlaux.algorithms import ALGORITHMS, AuxAlgorithmMixin, evaluation_reward_feeder
 from rlaux.envs import make_vec_env
 from rlaux.errors import ConfigError
 from rlaux.objective import NonFiniteUpdates
 from rlaux.run.checkpoint import PeriodicCheckpoint, checkpoint_dirs, latest_checkpoint, load_checkpoint
 from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
 from rlaux.run.env_state import rewind_monitor_files
-from rlaux.run.files import atomic_save, atomic_write_bytes
+from rlaux.run.files import atomic_save, atomic_write_bytes, check_writable_folder
 from rlaux.run.logs import make_logger
 from rlaux.run.model import build_model
 from rlaux.run.signals import Abort, StopOnSignal, signal_name
@@ -52,13 +54,19 @@ def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
     ``tracking``: also track the run on W&B (:mod:`rlaux.run.tracking`).
     """
     _set_threads()
+    check_writable_folder(config.log_dir, "--log-dir")  # first: an unwritable folder wastes nothing then
     if tracking is not None:
         require_wandb()  # before anything is written
     run = resolve(config)
     if checkpoint_dirs(run.run_dir):
         raise ConfigError(f"run folder {run.run_dir} already holds checkpoints of a run: continue it with "
                           f"--resume {run.run_dir}, or choose another --run-name")
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--log-dir {config.log_dir}: cannot make the run folder {run.run_dir} "
+                          f"({type(err).__name__}: {err.strerror or err}); give a writable folder") from None
+    _say_rounding(run)
     atomic_write_bytes(run.run_dir / "config.json", json.dumps(run.to_json(), indent=2, default=str).encode())
     with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
         env = _make_env(run)
@@ -71,11 +79,14 @@ def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
         return _learn(run, model, env, run.timesteps, reset_num_timesteps=True)
 
 
-def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, **overrides: Any) -> Path:
+def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart: bool = False,
+           **overrides: Any) -> Path:
     """Continue the run in ``run_dir`` from its newest valid checkpoint (see the module docstring).
 
     ``overrides``: only ``device``, ``progress_bar`` and ``verbose``. ``tracking``: track it on W&B
-    (the W&B run that tracked it before, if it was in the same project).
+    (the W&B run that tracked it before, if it was in the same project). ``restart``: train the run
+    again from step 0 with the settings of its config.json, for a run stopped before its first
+    checkpoint; what it had written moves to ``attempt-<k>/`` inside the folder (nothing is deleted).
     """
     _set_threads()
     if tracking is not None:
@@ -92,6 +103,12 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, **overr
         raise ConfigError(f"{Path(run_dir) / 'config.json'}: " + "; ".join(problems))
     if (run.run_dir / "final_model.zip").is_file():
         raise ConfigError(f"run {run.run_dir} has finished (final_model.zip is there): nothing to resume")
+    if restart:
+        return _restart(run, tracking)
+    if not checkpoint_dirs(run.run_dir):
+        raise ConfigError(f"run {run.run_dir} has no checkpoint: it stopped before its first one, so nothing can be "
+                          f"resumed; start it again from step 0 with: python train_agent.py --resume {run.run_dir} "
+                          "--restart (its logs so far move to attempt-<k>/ inside it)")
     path, state = latest_checkpoint(run.run_dir)
     step = int(state["num_timesteps"])
     rewind_monitor_files(run.run_dir / "monitor", state.get("monitor_rows", {}), step)
@@ -105,6 +122,48 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, **overr
         model.continue_iteration_count()
         print(f"resuming {run.run_dir} from {path.name} at step {step} of {run.timesteps}", file=sys.stderr)
         return _learn(run, model, env, max(run.timesteps - step, 0), reset_num_timesteps=False)
+
+
+def _restart(run: ResolvedRun, tracking: Tracking | None) -> Path:
+    """``resume(..., restart=True)``: the run's outputs so far into ``attempt-<k>/``, then :func:`train` anew."""
+    if checkpoint_dirs(run.run_dir):
+        raise ConfigError(f"run {run.run_dir} has checkpoints: continue it with --resume {run.run_dir} "
+                          "(without --restart), or start a new run with another --run-name")
+    k = 1 + sum(1 for p in run.run_dir.glob("attempt-*") if p.is_dir())
+    attempt = run.run_dir / f"attempt-{k}"
+    attempt.mkdir()
+    for item in sorted(run.run_dir.iterdir()):
+        if item.name not in ("config.json", attempt.name) and not item.name.startswith("attempt-"):
+            item.rename(attempt / item.name)
+    shutil.copy2(run.run_dir / "config.json", attempt / "config.json")  # train() rewrites it once all is checked
+    config = run.config
+    config.log_dir, config.run_name = str(run.run_dir.parent), run.run_dir.name
+    print(f"restarting {run.run_dir} from step 0 (what it had written: {attempt})", file=sys.stderr, flush=True)
+    return train(config, tracking)
+
+
+def _say_rounding(run: ResolvedRun) -> None:
+    """SB3 trains whole rollouts of n_steps x n_envs env steps: say so when the budget is not a multiple."""
+    n_steps = run.hyperparams.get("n_steps")
+    if n_steps is None:
+        n_steps = next(p.default for k in ALGORITHMS[run.algo].__mro__ if "__init__" in vars(k)
+                       for p in [inspect.signature(k.__init__).parameters.get("n_steps")] if p is not None)
+    rollout = int(n_steps) * run.n_envs
+    if run.timesteps % rollout:
+        trained = -(-run.timesteps // rollout) * rollout
+        print(f"note: --timesteps {run.timesteps} is not a whole number of rollouts of n_steps {n_steps} x n_envs "
+              f"{run.n_envs} = {rollout} env steps; SB3 trains whole rollouts, so this run trains {trained}",
+              file=sys.stderr, flush=True)
+
+
+def _close(env: VecEnv) -> None:
+    """Close the envs; a worker that is gone already (killed from outside) is not an error of the run's:
+    its checkpoint is written by then, and the exit code says how the run ended."""
+    try:
+        env.close()
+    except (EOFError, BrokenPipeError, ConnectionError) as err:
+        print(f"warning: an env worker had already ended when the envs were closed ({type(err).__name__})",
+              file=sys.stderr, flush=True)
 
 
 def _set_threads() -> None:
@@ -147,27 +206,29 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
                                          best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
     how = f"python train_agent.py --resume {run.run_dir}"
     try:
+        # The handler stays through the envs' closing: a second signal there quits at once, as anywhere else.
         with StopOnSignal(model) as stopper:
-            model.learn(steps, callback=callbacks, progress_bar=config.progress_bar,
-                        reset_num_timesteps=reset_num_timesteps)
-            if stopper.signal is not None and model.num_timesteps < run.timesteps:
-                path = saver.save("signal")
-                print(f"stopped by {signal_name(stopper.signal)} at step {model.num_timesteps}: checkpoint "
-                      f"{path}; resume with: {how}", file=sys.stderr, flush=True)
-                raise SystemExit(128 + stopper.signal)
+            try:
+                model.learn(steps, callback=callbacks, progress_bar=config.progress_bar,
+                            reset_num_timesteps=reset_num_timesteps)
+                if stopper.signal is not None and model.num_timesteps < run.timesteps:
+                    path = saver.save("signal")
+                    print(f"stopped by {signal_name(stopper.signal)} at step {model.num_timesteps}: checkpoint "
+                          f"{path}; resume with: {how}", file=sys.stderr, flush=True)
+                    raise SystemExit(128 + stopper.signal)
+            except NonFiniteUpdates as err:
+                # Skipped updates never reach the weights: the current ones are the last good ones.
+                path = saver.save("non_finite")
+                print(f"error: {err}; checkpoint of the last good weights: {path} (resume with: {how}, after fixing "
+                      "the cause, e.g. a lower learning rate or aux weight)", file=sys.stderr, flush=True)
+                raise SystemExit(3) from None
+            finally:
+                _close(env)
     except Abort as abort:
         last = checkpoint_dirs(run.run_dir)
         where = f"the last checkpoint ({last[-1].name}) is intact; resume with: {how}" if last else "no checkpoint was written"
         print(f"aborted by a second {signal_name(abort.signum)}: {where}", file=sys.stderr, flush=True)
         raise SystemExit(128 + abort.signum) from None
-    except NonFiniteUpdates as err:
-        # Skipped updates never reach the weights: the current ones are the last good ones.
-        path = saver.save("non_finite")
-        print(f"error: {err}; checkpoint of the last good weights: {path} (resume with: {how}, after fixing the "
-              "cause, e.g. a lower learning rate or aux weight)", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
-    finally:
-        env.close()
     atomic_save(model, run.run_dir / "final_model.zip")
     return run.run_dir
 
