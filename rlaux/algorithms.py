@@ -32,7 +32,9 @@ of every step for training (:class:`LstmInputsRolloutBuffer`).
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -45,10 +47,12 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack
 
 from rlaux.errors import ConfigError
+from rlaux.networks import SharedMLP, sb3_policy_kwargs
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
 from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard, can_reuse_gradient
 from rlaux.policy import (
@@ -60,7 +64,7 @@ from rlaux.policy import (
     AuxRecurrentMultiInputActorCriticPolicy,
 )
 from rlaux.replay import LSTM_STATE_DTYPES, AuxReplayBuffer
-from rlaux.tasks import AuxTask, make_tasks, warn_if_encoder_is_parameter_free
+from rlaux.tasks import AuxTask, SharedEncoderDefault, make_tasks, warn_if_encoder_is_parameter_free
 from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE, sequences_per_update
 
 
@@ -172,7 +176,8 @@ class AuxAlgorithmMixin:
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        policy_kwargs = dict(policy_kwargs or {})
+        # TOML-friendly names work from Python too: features_extractor = "shared_mlp", activation_fn = "tanh".
+        policy_kwargs = sb3_policy_kwargs(policy_kwargs or {})
         policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.weights_like, aux_task_kwargs, aux_weighting)
         if aux_replay_capacity < 2:
             raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
@@ -204,7 +209,33 @@ class AuxAlgorithmMixin:
         self._stop_requested = False
         #: The algorithm's name, saved with the model so that a model file says what it holds.
         self.algo_name = type(self).algo_name
-        super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, **kwargs)
+        setup = kwargs.pop("_init_setup_model", True)
+        super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, _init_setup_model=False, **kwargs)
+        if setup:  # not when SB3's load() builds the model: its saved policy_kwargs say which encoder it has
+            self._default_to_a_shared_encoder()
+            self._setup_model()
+
+    def _default_to_a_shared_encoder(self) -> None:
+        """On vector observations, give tasks that train only the encoder and their heads a shared
+        encoder with parameters (:class:`rlaux.networks.SharedMLP`), in place of ``MlpPolicy``'s
+        parameter-free ``FlattenExtractor``, unless ``policy_kwargs`` names an extractor; say so once.
+        Not for recurrent policies, whose LSTM those tasks train."""
+        kwargs = self.policy_kwargs
+        encoder_only = [t.name for t in kwargs.get("aux_tasks", ()) if not t.trains_actor_critic]
+        default = next((p.default for k in self.policy_class.__mro__ if "__init__" in vars(k)
+                        for p in [inspect.signature(k.__init__).parameters.get("features_extractor_class")]
+                        if p is not None), None)
+        if (not encoder_only or self.recurrent or "features_extractor_class" in kwargs
+                or default is not FlattenExtractor or isinstance(self.observation_space, spaces.Dict)):
+            return
+        kwargs["features_extractor_class"] = SharedMLP
+        warnings.warn(
+            f"aux task(s) {', '.join(encoder_only)} on vector observations: the policy gets a shared encoder, "
+            "rlaux.networks.SharedMLP (two Tanh layers of 64; policy_kwargs features_extractor = \"shared_mlp\"), "
+            "since MlpPolicy's FlattenExtractor has no parameters for them to shape; name another "
+            "features_extractor_class in policy_kwargs to choose",
+            SharedEncoderDefault, stacklevel=3,
+        )
 
     @property
     def aux_tasks(self) -> list[AuxTask]:

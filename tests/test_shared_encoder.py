@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
 
 from rlaux.algorithms import AuxPPO
 from rlaux.envs import resolve_env
 from rlaux.errors import ConfigError
 from rlaux.networks import SharedMLP, sb3_policy_kwargs
-from rlaux.tasks import ParameterFreeEncoderWarning
+from rlaux.tasks import ParameterFreeEncoderWarning, SharedEncoderDefault
 
 SHARED = {"features_extractor": "shared_mlp"}
 
 
-def cartpole_ppo(tasks, toml_policy_kwargs=None, **extra) -> AuxPPO:
-    kwargs = {"policy_kwargs": sb3_policy_kwargs(toml_policy_kwargs)} if toml_policy_kwargs else {}
+def cartpole_ppo(tasks, toml_policy_kwargs=None, extra_policy_kwargs=None, **extra) -> AuxPPO:
+    policy_kwargs = {**sb3_policy_kwargs(toml_policy_kwargs or {}), **(extra_policy_kwargs or {})}
+    kwargs = {"policy_kwargs": policy_kwargs} if policy_kwargs else {}
     return AuxPPO("MlpPolicy", "CartPole-v1", aux_tasks=tasks, n_steps=64, batch_size=64, n_epochs=2, seed=0,
                   device="cpu", **kwargs, **extra)
 
 
+FLAT = {"features_extractor_class": FlattenExtractor}
+
+
+def test_encoder_only_tasks_on_vector_observations_get_a_shared_encoder_and_one_note():
+    with pytest.warns(SharedEncoderDefault) as record:
+        model = cartpole_ppo(["reward_pred", "value_replay"])
+    assert len(record) == 1 and "\n" not in str(record[0].message) and "reward_pred" in str(record[0].message)
+    assert isinstance(model.policy.encoder, SharedMLP)
+    with warnings.catch_warnings():  # it loads with the same encoder, without a note
+        warnings.simplefilter("error", SharedEncoderDefault)
+        loaded = AuxPPO.load(_saved(model))
+    assert isinstance(loaded.policy.encoder, SharedMLP)
+    # the same spelling as in presets and on the command line works from Python
+    python = AuxPPO("MlpPolicy", "CartPole-v1", aux_tasks=["reward_pred"], policy_kwargs=SHARED, device="cpu")
+    assert isinstance(python.policy.encoder, SharedMLP)
+
+
+def _saved(model: AuxPPO) -> Path:
+    path = Path(tempfile.mkdtemp()) / "model.zip"
+    model.save(path)
+    return path
+
+
 def test_warns_once_in_one_line_for_encoder_only_tasks_on_a_flatten_extractor():
     with pytest.warns(ParameterFreeEncoderWarning) as record:
-        cartpole_ppo(["reward_pred", "value_replay"])
+        cartpole_ppo(["reward_pred", "value_replay"], extra_policy_kwargs=FLAT)
     assert len(record) == 1
     message = str(record[0].message)
     assert "\n" not in message
@@ -38,6 +65,7 @@ def test_warns_once_in_one_line_for_encoder_only_tasks_on_a_flatten_extractor():
 @pytest.mark.parametrize("tasks,toml_policy_kwargs", [
     (["reward_pred"], SHARED),  # an encoder with parameters
     (["value_replay"], None),  # trains the critic's own layers
+    (["reward_pred"], None),  # given a shared encoder by default
     ([], None),  # no task
 ])
 def test_no_warning_when_the_tasks_shape_the_policy(tasks, toml_policy_kwargs):
@@ -76,7 +104,7 @@ def test_shared_mlp_trains_on_cartpole_and_the_aux_gradient_reaches_it():
     assert grads["encoder"] > 0  # reward prediction shapes the features the actor reads
     # on MlpPolicy's own flatten extractor the same loss reaches nothing the policy uses
     with pytest.warns(ParameterFreeEncoderWarning):
-        flat = cartpole_ppo(["reward_pred"])
+        flat = cartpole_ppo(["reward_pred"], extra_policy_kwargs=FLAT)
     flat.learn(128)
     assert _encoder_gradient(flat, "reward_pred") == {"encoder": 0.0, "actor": 0.0, "action_net": 0.0}
 

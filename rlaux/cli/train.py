@@ -17,9 +17,24 @@ from rlaux.run.tracking import Tracking
 from rlaux.tasks import available as available_tasks
 
 
+#: One line for each subcommand, in ``--help``.
+SUBCOMMANDS = {
+    "train": "train an agent, or --resume a run (default when no subcommand is given)",
+    "evaluate": "play a trained agent: full games, raw scores, optional video (evaluate --load RUN)",
+    "compare": "sweep variants x games x seeds and report sample efficiency with statistics",
+    "push": "package a run (model, evaluation, video, card) for the Hugging Face Hub",
+}
+
+
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``train_agent.py [train]``."""
-    p = OneLineErrorParser(prog="train_agent.py", description="Train an SB3 PPO/A2C or sb3-contrib RecurrentPPO (ppo_lstm) agent with auxiliary tasks.")
+    p = OneLineErrorParser(
+        prog="train_agent.py", usage="train_agent.py [train|evaluate|compare|push] [flags]",
+        description="Train an SB3 PPO/A2C or sb3-contrib RecurrentPPO (ppo_lstm) agent with auxiliary tasks. "
+                    "The flags below are train's (the default subcommand).",
+        epilog="subcommands (each with its own --help):\n"
+               + "\n".join(f"  {name:<9} {summary}" for name, summary in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="Atari", help="env preset (Atari, MinAtar, MiniWorld, ...) or a Gymnasium id; default Atari")
     p.add_argument("--game", default=None, help="game of the preset (Atari: Breakout, Pong, ...; MinAtar: Breakout, Asterix, ...)")
     p.add_argument("--algo", choices=list(ALGORITHMS), default=None, help="algorithm (default: the agent preset's, else ppo)")
@@ -73,7 +88,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-entity", default=None, help="W&B entity (team or user; default: yours)")
     p.add_argument("--wandb-group", default=None, help="W&B group of the run")
     p.add_argument("-tags", "--wandb-tags", nargs="+", default=[], help="W&B tags of the run")
-    p.add_argument("-v", "--verbose", type=int, default=1)
+    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="SB3's verbosity: 0 quiet, 1 a table of training scalars each log interval (default), "
+                        "2 also debug messages")
     return p
 
 

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
-from rlaux.tasks.base import AuxTask, ParameterFreeEncoderWarning, check_weight, warn_if_encoder_is_parameter_free
+from rlaux.tasks.base import AuxTask, ParameterFreeEncoderWarning, SharedEncoderDefault, check_weight, warn_if_encoder_is_parameter_free
 from rlaux.tasks.curl import CURL
 from rlaux.tasks.deep_supervision import DeepSupervision
 from rlaux.tasks.drac import DrAC
@@ -131,6 +131,7 @@ __all__ = [
     "BUNDLES",
     "TASKS",
     "ParameterFreeEncoderWarning",
+    "SharedEncoderDefault",
     "available",
     "make_tasks",
     "parse_names",

@@ -168,6 +168,10 @@ class ParameterFreeEncoderWarning(UserWarning):
     """Auxiliary tasks sit on an encoder with no parameters: they shape nothing the policy uses."""
 
 
+class SharedEncoderDefault(UserWarning):
+    """On vector observations, rlaux gave the policy a shared encoder (``SharedMLP``) for the aux tasks."""
+
+
 def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: AuxActorCriticPolicy) -> None:
     """Warn, in one line, when tasks whose gradient reaches only the shared encoder and their own
     heads (not ``trains_actor_critic``) sit on an encoder with no trainable parameter, such as
