@@ -219,15 +219,22 @@ class AuxAlgorithmMixin:
         """On vector observations, give tasks that train only the encoder and their heads a shared
         encoder with parameters (:class:`rlaux.networks.SharedMLP`), in place of ``MlpPolicy``'s
         parameter-free ``FlattenExtractor``, unless ``policy_kwargs`` names an extractor; say so once.
-        Not for recurrent policies, whose LSTM those tasks train."""
+        Not for recurrent policies, whose LSTM those tasks train, nor for tasks of weight 0."""
         kwargs = self.policy_kwargs
-        encoder_only = [t.name for t in kwargs.get("aux_tasks", ()) if not t.trains_actor_critic]
+        encoder_only = [t.name for t in kwargs.get("aux_tasks", ()) if not t.trains_actor_critic and t.weight != 0]
         default = next((p.default for k in self.policy_class.__mro__ if "__init__" in vars(k)
                         for p in [inspect.signature(k.__init__).parameters.get("features_extractor_class")]
                         if p is not None), None)
-        if (not encoder_only or self.recurrent or "features_extractor_class" in kwargs
-                or default is not FlattenExtractor or isinstance(self.observation_space, spaces.Dict)):
+        vector = (isinstance(self.observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
+                                                      spaces.MultiBinary))
+                  and not is_image_space(self.observation_space, check_channels=False))
+        if (not encoder_only or self.recurrent or "features_extractor_class" in kwargs or not vector
+                or default is not FlattenExtractor):
             return
+        try:
+            check_tasks(kwargs["aux_tasks"], self.observation_space, self.action_space, self.recurrent)
+        except ConfigError:
+            return  # refused in _setup_model, with its reason; no note before the error
         kwargs["features_extractor_class"] = SharedMLP
         warnings.warn(
             f"aux task(s) {', '.join(encoder_only)} on vector observations: the policy gets a shared encoder, "
@@ -360,6 +367,13 @@ class AuxAlgorithmMixin:
 
     def load_rollout_state(self, state: dict[str, th.Tensor]) -> None:  # noqa: B027 - nothing to restore here
         """Put back what :meth:`rollout_state` returned."""
+
+    def learn(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``learn``; TensorBoard runs are named after this class (``AuxPPO_1``), not the base's (``PPO_1``),
+        unless ``tb_log_name`` is given."""
+        if len(args) < 4:  # tb_log_name is learn's fourth parameter in SB3 and sb3-contrib
+            kwargs.setdefault("tb_log_name", type(self).__name__)
+        return super().learn(*args, **kwargs)  # type: ignore[misc]
 
     def request_stop(self) -> None:
         """End the current (or next) ``learn()`` at the next boundary of two iterations, where a

@@ -26,6 +26,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "wandb": "wandb",
     "huggingface_sb3": "hub",
     "huggingface_hub": "hub",
+    "minigrid": "minigrid",
 }
 
 

@@ -78,6 +78,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--gym-packages", nargs="+", default=[], metavar="MODULE",
                    help="import these modules first: packages that register their envs on import "
                         "(or give --env MODULE:EnvId)")
+    p.add_argument("--env-wrapper", nargs="+", default=[], metavar="MODULE.CLASS",
+                   help="gymnasium wrappers around the raw env, innermost first (rl-zoo3's env_wrapper), e.g. "
+                        "minigrid.wrappers.ImgObsWrapper; in place of the env preset's")
     p.add_argument("-i", "--trained-agent", default=None, metavar="MODEL.zip",
                    help="go on training this saved model (its algorithm, aux tasks and weights) for -n more "
                         "steps, in a new run folder")
@@ -117,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True, colon=True),
         progress_bar=args.progress_bar, verbose=args.verbose,
         env_kwargs=key_values(args.env_kwargs, "--env-kwargs", literal=True, colon=True),
-        gym_packages=list(args.gym_packages), trained_agent=args.trained_agent, label=args.label,
+        gym_packages=list(args.gym_packages), env_wrapper=list(args.env_wrapper), trained_agent=args.trained_agent, label=args.label,
     )
 
 

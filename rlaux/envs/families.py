@@ -16,6 +16,7 @@ os.environ.setdefault("PYGLET_HEADLESS", "1")  # before anything imports pyglet 
 
 import importlib.util  # noqa: E402
 import re  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -127,6 +128,52 @@ def import_gym_packages(packages: Sequence[str], what: str = "--gym-packages") -
             raise ConfigError(f"{what}: cannot import {name!r} ({_first_line(exc)})") from None
 
 
+#: The wrapper that turns an env family's observations into an image, for the refusal of spaces SB3 cannot take.
+IMAGE_WRAPPER_HINTS = {"MiniGrid": "minigrid.wrappers.ImgObsWrapper", "BabyAI": "minigrid.wrappers.ImgObsWrapper"}
+
+
+def env_wrapper_classes(wrappers: Sequence[Any], what: str = "--env-wrapper") -> list[tuple[type, dict]]:
+    """rl-zoo3's ``env_wrapper`` list (each item ``"module.Class"`` or ``{"module.Class": {kwargs}}``; a single
+    item may stand alone) -> ``[(class, kwargs), ...]``. A name that does not import is a ConfigError."""
+    items = [wrappers] if isinstance(wrappers, (str, dict)) else list(wrappers or ())
+    out = []
+    for item in items:
+        if isinstance(item, dict) and len(item) == 1:
+            (name, kwargs), = item.items()
+            kwargs = dict(kwargs or {})
+        else:
+            name, kwargs = item, {}
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", name):
+            raise ConfigError(f"{what}: {item!r} is not a wrapper class as module.Class (or {{module.Class: "
+                              "{kwargs}}), e.g. minigrid.wrappers.ImgObsWrapper")
+        module_name, _, class_name = name.rpartition(".")
+        import_gym_packages([module_name], what=f"{what} {name}")
+        cls = getattr(sys.modules[module_name], class_name, None)
+        if not callable(cls):
+            raise ConfigError(f"{what} {name}: module {module_name} has no class {class_name}")
+        out.append((cls, kwargs))
+    return out
+
+
+def apply_env_wrappers(env: gym.Env, wrappers: Sequence[Any]) -> gym.Env:
+    """``env`` inside each wrapper of rl-zoo3's ``env_wrapper`` list, the first innermost."""
+    for cls, kwargs in env_wrapper_classes(wrappers):
+        env = cls(env, **kwargs)
+    return env
+
+
+def unsupported_observation(space: gym.Space) -> str | None:
+    """Why SB3's policies cannot take ``space`` (None if they can): they take Box, Discrete, MultiDiscrete,
+    MultiBinary, and a Dict of those (MultiInputPolicy)."""
+    simple = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+    if isinstance(space, simple):
+        return None
+    if isinstance(space, gym.spaces.Dict):
+        bad = [f"{key!r} ({type(sub).__name__})" for key, sub in space.spaces.items() if not isinstance(sub, simple)]
+        return f"a Dict observation whose {', '.join(bad)} SB3 cannot take" if bad else None
+    return f"a {type(space).__name__} observation, which SB3 cannot take"
+
+
 def make_base_env(env_id: str, kind: str, gym_packages: Sequence[str] = (), **env_kwargs: Any) -> gym.Env:
     """The raw env of ``env_id`` (``render_mode="rgb_array"`` where it takes one), after the
     registration its family needs and the import of ``gym_packages`` (which register it, in a
@@ -150,9 +197,13 @@ __all__ = [
     "MINIWORLD_GL_PACKAGES",
     "check_miniworld_gl",
     "import_gym_packages",
+    "IMAGE_WRAPPER_HINTS",
+    "apply_env_wrappers",
+    "env_wrapper_classes",
     "import_miniworld",
     "make_base_env",
     "miniworld_available",
     "miniworld_ids",
     "register_minatar",
+    "unsupported_observation",
 ]

@@ -26,12 +26,16 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 
 from rlaux.envs.families import (
+    IMAGE_WRAPPER_HINTS,
     KINDS,
     MINATAR_GAMES,
+    apply_env_wrappers,
+    env_wrapper_classes,
     import_gym_packages,
     import_miniworld,
     make_base_env,
     miniworld_ids,
+    unsupported_observation,
 )
 from rlaux.errors import ConfigError
 from rlaux.presets import is_preset, list_presets, load_preset
@@ -49,6 +53,7 @@ PRESET_KEYS = {
     "wrapper_kwargs",
     "policy",
     "policy_kwargs",
+    "env_wrapper",
 }
 # AtariWrapper keys; terminal_on_life_loss and clip_reward apply at training only.
 ATARI_WRAPPER_KEYS = {
@@ -76,6 +81,7 @@ class EnvSpec:
     policy: str = "MlpPolicy"  # "CnnPolicy" for images
     policy_kwargs: dict = field(default_factory=dict)  # e.g. {"features_extractor": "minatar_cnn"}
     gym_packages: list = field(default_factory=list)  # modules imported before the env is made (they register it)
+    env_wrapper: list = field(default_factory=list)  # rl-zoo3's env_wrapper: "module.Class" or {"module.Class": {kwargs}}
 
     def to_dict(self) -> dict:
         return copy.deepcopy(asdict(self))
@@ -208,10 +214,11 @@ def _kind_of_id(env_id: str) -> str:
 # ---------------------------------------------------------------- policies
 
 
-def _guess_policy(env_id: str, env_kwargs: dict) -> tuple[str, dict]:
-    """Make the env once to read its observation space: images -> CnnPolicy, else MlpPolicy."""
+def _guess_policy(env_id: str, env_kwargs: dict, env_wrapper: Sequence[Any] = ()) -> tuple[str, dict]:
+    """Make the env once (inside its ``env_wrapper``) to read its observation space: images -> CnnPolicy, a Dict
+    -> MultiInputPolicy, else MlpPolicy. A space SB3 cannot take is a ConfigError naming a wrapper to use."""
     try:
-        env = make_base_env(env_id, "gym", (), **env_kwargs)
+        env = apply_env_wrappers(make_base_env(env_id, "gym", (), **env_kwargs), env_wrapper)
     except ConfigError:
         raise
     except Exception as exc:
@@ -222,6 +229,13 @@ def _guess_policy(env_id: str, env_kwargs: dict) -> tuple[str, dict]:
         space = env.observation_space
     finally:
         env.close()
+    why = unsupported_observation(space)
+    if why is not None:
+        hint = next((w for prefix, w in IMAGE_WRAPPER_HINTS.items() if env_id.startswith(prefix)), None)
+        fix = (f"--env-wrapper {hint} (its image observation)" if hint else
+               "an --env-wrapper module.Class that gives an image or a vector (e.g. gymnasium.wrappers.FlattenObservation "
+               "where the space flattens)")
+        raise ConfigError(f"env {env_id!r} gives {why}; wrap it with {fix}, or env_wrapper in a preset or zoo file")
     if isinstance(space, spaces.Dict):
         return "MultiInputPolicy", {}
     if is_image_observation(space):
@@ -267,6 +281,13 @@ def _validate_preset(preset: dict, where: str) -> None:
             )
 
 
+def _env_wrapper_list(wrappers: Any) -> list:
+    """rl-zoo3's ``env_wrapper`` value as a list (one item may stand alone), each class checked to import."""
+    items = [wrappers] if isinstance(wrappers, (str, dict)) else list(wrappers or [])
+    env_wrapper_classes(items)
+    return items
+
+
 def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions: bool | None, where: str) -> EnvSpec:
     _validate_preset(preset, where)
     kind = preset["kind"]
@@ -304,11 +325,13 @@ def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions:
     if kind == "miniworld":
         miniworld_ids()  # registers the ids (or raises the GL error)
     env_id = _check_env_id(env_id)
+    wrappers = _env_wrapper_list(preset.get("env_wrapper", []))
     if kind == "gym":
-        policy, policy_kwargs = _guess_policy(env_id, env_kwargs)
+        policy, policy_kwargs = _guess_policy(env_id, env_kwargs, wrappers)
     else:
         policy, policy_kwargs = "CnnPolicy", {}
     return EnvSpec(
+        env_wrapper=wrappers,
         name=name,
         env_id=env_id,
         kind=kind,
@@ -329,7 +352,8 @@ def _default_preset_for(kind: str) -> dict:
 
 
 def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None = None,
-                env_kwargs: dict[str, Any] | None = None, gym_packages: Sequence[str] = ()) -> EnvSpec:
+                env_kwargs: dict[str, Any] | None = None, gym_packages: Sequence[str] = (),
+                env_wrapper: Sequence[Any] | None = None) -> EnvSpec:
     """Turn a preset name (or path to a preset .toml) or a gymnasium id (also ``module:EnvId``) into an EnvSpec.
 
     ``game`` picks the game of a preset that has one (Atari: any ALE game, e.g.
@@ -338,7 +362,9 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
     ``ALE/<Game>-v5`` (repeat_action_probability 0.25, frameskip=1 so the wrapper
     skips), False ``<Game>NoFrameskip-v4``. ``env_kwargs`` go to ``gymnasium.make``, over the
     preset's. ``gym_packages`` are imported first (packages that register envs on import); a
-    ``module:EnvId`` name imports ``module``, as ``gymnasium.make`` does. Errors are ConfigError, one line.
+    ``module:EnvId`` name imports ``module``, as ``gymnasium.make`` does. ``env_wrapper``: rl-zoo3's list of
+    wrapper classes (``"module.Class"`` or ``{"module.Class": {kwargs}}``) around the raw env, in place of the
+    preset's ``env_wrapper``. Errors are ConfigError, one line.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"env name must be a non-empty string, got {name!r}")
@@ -348,6 +374,8 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
     import_gym_packages(packages)
     if is_preset("envs", name):
         preset = load_preset("envs", name)
+        if env_wrapper:
+            preset = {**preset, "env_wrapper": list(env_wrapper)}
         if user_kwargs:
             preset = {**preset, "env_kwargs": {**(preset.get("env_kwargs") or {}), **user_kwargs}}
         spec = _spec_from_preset(name, preset, game, sticky_actions, where=name)
@@ -384,6 +412,8 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
     preset["kind"] = kind
     preset["env_id"] = env_id
     preset["env_kwargs"] = kwargs
+    if env_wrapper:
+        preset["env_wrapper"] = list(env_wrapper)
     if kind == "gym":
         spec = _spec_from_preset(env_id, preset, None, None, where=env_id)
         spec.gym_packages = packages
@@ -401,6 +431,7 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
         policy=preset["policy"],
         policy_kwargs=dict(preset.get("policy_kwargs", {})),
         gym_packages=packages,
+        env_wrapper=_env_wrapper_list(preset.get("env_wrapper", [])),
     )
 
 

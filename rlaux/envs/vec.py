@@ -66,6 +66,10 @@ class InfoSharingDummyVecEnv(DummyVecEnv):
         self.buf_infos = _InfoList(self.buf_infos)
 
 
+def _frozen(wrappers: list) -> list:
+    return [w if isinstance(w, str) else {k: dict(v or {}) for k, v in w.items()} for w in wrappers]
+
+
 def ignore_stop_signals() -> None:
     """Ignore :data:`STOP_SIGNALS` in this process."""
     for signum in STOP_SIGNALS:
@@ -167,7 +171,7 @@ def make_vec_env(
     wrapper_kwargs = atari_wrapper_kwargs(spec, training) if spec.kind == "atari" else {}
     factories = [
         functools.partial(make_env, spec.env_id, spec.kind, rank, seed, monitor_dir, env_kwargs, wrapper_kwargs,
-                          env_wrapper, tuple(spec.gym_packages), max_episode_steps)
+                          env_wrapper, tuple(spec.gym_packages), max_episode_steps, tuple(_frozen(spec.env_wrapper)))
         for rank in range(n)
     ]
     if cls is SubprocVecEnv:

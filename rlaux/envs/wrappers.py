@@ -27,7 +27,7 @@ from gymnasium import spaces
 from stable_baselines3.common import atari_wrappers as sb3_atari
 from stable_baselines3.common.monitor import Monitor
 
-from rlaux.envs.families import make_base_env
+from rlaux.envs.families import apply_env_wrappers, make_base_env
 
 
 class WarpFrameRGB(gym.ObservationWrapper):
@@ -121,14 +121,16 @@ def make_env(
     env_wrapper: Callable[[gym.Env], gym.Env] | None,
     gym_packages: Sequence[str] = (),
     max_episode_steps: int | None = None,
+    env_wrappers: Sequence[Any] = (),
 ) -> gym.Env:
     """Env ``rank`` of a VecEnv: as SB3's make_vec_env builds it, except that the Monitor of
     Atari envs sits above the frame skipping (see ``AtariWrapper``). Module level, so
     picklable by reference: forkserver workers import this module, and with it
     :mod:`rlaux.envs.families`, which registers the ALE and MinAtar ids; other ids are registered
     by importing ``gym_packages``. ``max_episode_steps``: a TimeLimit right below the Monitor, so it
-    counts agent steps (above Atari's frame skip) and Monitor records the truncated episode."""
-    env = make_base_env(env_id, kind, gym_packages, **env_kwargs)
+    counts agent steps (above Atari's frame skip) and Monitor records the truncated episode.
+    ``env_wrappers``: rl-zoo3's ``env_wrapper`` list, right around the raw env (names, so picklable)."""
+    env = apply_env_wrappers(make_base_env(env_id, kind, gym_packages, **env_kwargs), env_wrappers)
     if env_wrapper is not None:
         env = env_wrapper(env)
     if seed is not None:

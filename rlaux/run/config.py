@@ -8,6 +8,7 @@ once, in one one-line ConfigError. Task and space checks are the algorithm's own
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import json
@@ -70,6 +71,7 @@ class RunConfig:
     verbose: int = 1
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # --env-kwargs: to gymnasium.make, over the preset's
     gym_packages: list[str] = field(default_factory=list)  # --gym-packages: imported first (they register envs)
+    env_wrapper: list = field(default_factory=list)  # --env-wrapper: rl-zoo3's env_wrapper, over the preset's
     trained_agent: str | None = None  # -i: a saved model to go on training (rlaux.run.pretrained)
     label: str | None = None  # --label: the variant's name in comparisons (default: from tasks, weights, weighting)
 
@@ -213,7 +215,7 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
         elif key in _BOOL and not isinstance(value, bool):
             problems.append(f"{where} must be true or false")
         elif key == "policy_kwargs" and not isinstance(value, Mapping):
-            problems.append(f"{where} must be a table/dict")
+            problems.append(_policy_kwargs_problem(value))
         elif key == "aux_lstm_state_dtype" and value not in LSTM_STATE_DTYPES:
             problems.append(f"{where} must be one of {', '.join(LSTM_STATE_DTYPES)}")
     if algo in ("ppo", "ppo_lstm") and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
@@ -225,6 +227,27 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
         except ConfigError as err:
             problems.append(str(err))
     return problems
+
+
+def _policy_kwargs_problem(value: Any) -> str:
+    """What is wrong with a ``policy_kwargs`` hyperparameter that did not parse to a dict."""
+    if not isinstance(value, str):
+        return f"hyperparameter policy_kwargs must be a dict, got a {type(value).__name__} ({value!r})"
+    text = value.strip()
+    if not (text.startswith("dict(") or text.startswith("{")):
+        return (f"hyperparameter policy_kwargs={text!r} is not a dict: write dict(name=value, ...) or "
+                "{'name': value, ...}")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as err:
+        return f"hyperparameter policy_kwargs={text!r} does not parse ({err.msg} at column {err.offset})"
+    names = sorted({ast.unparse(n) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Name, ast.Attribute, ast.Call)) and ast.unparse(n) != "dict"
+                    and not (isinstance(n, ast.Call) and ast.unparse(n.func) == "dict")})
+    names = [n for n in names if not any(other.startswith(n + ".") for other in names)]
+    return (f"hyperparameter policy_kwargs={text!r}: only literals are read, not {', '.join(names) or 'expressions'}; "
+            "name classes as strings (activation_fn='relu', features_extractor='shared_mlp', "
+            "optimizer_class='RMSpropTFLike')")
 
 
 def algorithm_kwargs(hyperparams: Mapping[str, Any], policy_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -265,7 +288,7 @@ def resolve(config: RunConfig) -> ResolvedRun:
             return None
 
     spec = attempt(resolve_env, config.env, game=config.game, env_kwargs=config.env_kwargs,
-                   gym_packages=config.gym_packages)
+                   gym_packages=config.gym_packages, env_wrapper=config.env_wrapper)
     if config.trained_agent is not None:
         return _resolve_trained_agent(config, spec, problems)
     agent = attempt(agent_preset, config.agent or (config.algo if config.algo in ALGORITHMS else None) or "ppo")

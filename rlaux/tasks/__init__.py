@@ -111,14 +111,14 @@ def make_tasks(
         raise ConfigError(f"aux tasks must be distinct, got {names}")
     for name, value in weights.items():
         if name not in names:
-            raise ConfigError(f"--aux-weight names '{name}', which is not among the aux tasks {names or ['none']}")
+            raise ConfigError(f"aux_weights names '{name}', which is not among the aux tasks {names or ['none']}")
         weight = check_weight(name, value)
         next(t for t in built if t.name == name).weight = weight
     for task in built:
         task.resolve_weight(algo)
     for name, spec in (weightings or {}).items():
         if name != "*" and name not in names:
-            raise ConfigError(f"--aux-weighting names '{name}', which is not among the aux tasks {names or ['none']}")
+            raise ConfigError(f"aux_weighting names '{name}', which is not among the aux tasks {names or ['none']}")
         weighting = spec if isinstance(spec, Weighting) else parse_weighting(spec, name)
         for task in built:
             if name in ("*", task.name) and not (name == "*" and task.name in (weightings or {})):
