@@ -164,3 +164,15 @@ def test_env_wrapper_in_an_env_preset(tmp_path):
                       'env_wrapper = [{"minigrid.wrappers.ImgObsWrapper" = {}}]\n')
     spec = resolve_env(str(preset), gym_packages=["minigrid"])
     assert spec.env_wrapper == [{"minigrid.wrappers.ImgObsWrapper": {}}] and spec.policy == "CnnPolicy"
+
+
+@pytest.mark.parametrize("value, needle", [
+    ('dict(net_arch=[64], activation_fn=nn.ReLU)', "only literals are read, not nn.ReLU; name classes as strings"),
+    ("[64]", "policy_kwargs must be a dict, got a list ([64])"),
+    ("net_arch", "is not a dict: write dict(name=value, ...)"),
+    ("dict(net_arch=[64", "does not parse"),
+])
+def test_policy_kwargs_errors_say_what_is_wrong(tmp_path, capsys, value, needle):
+    assert main(["--env", "CartPole-v1", "-n", "64", "-params", f"policy_kwargs:{value}", "-f", str(tmp_path / "r")]) == 2
+    assert needle in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()

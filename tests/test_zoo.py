@@ -116,8 +116,24 @@ def trained(tmp_path_factory) -> Path:
     conf = folder / "my.yml"
     conf.write_text(TRAIN_YML)
     assert zoo("train", "--algo", "aux_ppo", "--env", ENV_ID, "-conf", str(conf), "-f", str(folder / "logs"),
-               "--seed", "1", "--eval-freq", "-1", "--device", "cpu") == 0
+               "--seed", "1", "--eval-freq", "-1", "--device", "cpu", "-tb", str(folder / "tb")) == 0
     return folder / "logs"
+
+
+@needs_zoo
+def test_zoo_tensorboard_runs_are_named_after_the_aux_algorithm(trained):
+    runs = sorted(p.name for p in (trained.parent / "tb" / ENV_ID.replace("/", "-")).iterdir())
+    assert runs == ["AuxPPO_1"], runs
+
+
+@needs_zoo
+def test_zoo_errors_name_the_zoo_key_not_a_cli_flag(tmp_path, capsys):
+    conf = tmp_path / "bad.yml"
+    conf.write_text(TRAIN_YML.replace("value_replay: 2.0", "pixel_contrl: 2.0"))
+    code = zoo("train", "--algo", "aux_ppo", "--env", ENV_ID, "-conf", str(conf), "-f", str(tmp_path / "logs"),
+               "--seed", "1", "--eval-freq", "-1", "--device", "cpu")
+    err = capsys.readouterr().err
+    assert code == 2 and "aux_weights names 'pixel_contrl'" in err and "--aux-weight" not in err, err
 
 
 @needs_zoo
