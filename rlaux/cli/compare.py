@@ -74,6 +74,8 @@ def compare_parser() -> argparse.ArgumentParser:
                      help="final score = last evaluation (evaluations.npz) where a run has one (a suite sets it)")
     rep.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples; default 2000")
     rep.add_argument("--truncate", action="store_true", help="cut runs of one env to the shortest budget")
+    rep.add_argument("--allow-missing-seeds", action="store_true",
+                     help="report although a variant lacks seeds the baseline has (default: refuse, naming them)")
     rep.add_argument("--curve-window", type=int, default=DEFAULT_CURVE_WINDOW,
                      help="episodes averaged into each point of a learning curve; default "
                           f"{DEFAULT_CURVE_WINDOW} (more for envs with many short episodes)")
@@ -113,14 +115,14 @@ def run_compare(argv: Sequence[str]) -> int:
             raise ConfigError("--from rebuilds a report from existing runs; it takes no --env/--games/--suite/--timesteps")
         rebuild_report(args.from_dirs, args.out, baseline=args.baseline, reference=args.reference,
                        final_from_eval=args.final_from_eval, reps=args.reps, truncate=args.truncate,
-                       curve_window=args.curve_window)
+                       curve_window=args.curve_window, allow_missing_seeds=args.allow_missing_seeds)
         return 0
     plan = plan_study(aux=args.aux, seeds=args.seeds, env=args.env, games=args.games, suite=args.suite,
                       timesteps=args.timesteps, algo=args.algo, agent=args.agent, eval_episodes=args.eval_episodes,
                       baseline=args.baseline, reference=args.reference, final_from_eval=args.final_from_eval,
                       extra_args=extra, out=args.out, workers=args.workers, backend=args.backend,
                       address=args.address, reps=args.reps, truncate=args.truncate, curve_window=args.curve_window,
-                      resolve_jobs=validate_jobs)
+                      resolve_jobs=validate_jobs, allow_missing_seeds=args.allow_missing_seeds)
     if args.dry_run:
         print_dry_run(plan)
         return 0

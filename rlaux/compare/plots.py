@@ -85,6 +85,14 @@ def plot_learning_curves(
     return paths
 
 
+def _xlabel_y(rows: int, row_height: float = 0.37, bottom: float = 0.11, below_axes_in: float = 0.75) -> float:
+    """Where rliable's figure-level x label goes (figure fraction): ``below_axes_in`` inches under the axes,
+    clear of the tick labels whatever the number of rows (rliable's figure is ``row_height * rows`` tall
+    and matplotlib's default bottom margin is ``bottom``)."""
+    height = row_height * max(rows, 1)
+    return (bottom * height - below_axes_in) / height
+
+
 def plot_aggregate_intervals(
     point_estimates: Mapping[str, np.ndarray],
     interval_estimates_: Mapping[str, np.ndarray],
@@ -103,7 +111,7 @@ def plot_aggregate_intervals(
         algorithms=names,
         colors=colors,
         xlabel=xlabel,
-        xlabel_y_coordinate=-0.25 if len(names) < 4 else -0.1,
+        xlabel_y_coordinate=_xlabel_y(len(names)),
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

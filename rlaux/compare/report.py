@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlaux.compare import plots, stats
+from rlaux.compare import plots, significance, stats
 from rlaux.compare.results import (
     DEFAULT_CURVE_WINDOW,
     curves_frame,
@@ -28,16 +28,22 @@ HOW_TO_READ = """\
 (area under the curve / budget), which rewards learning early. Per env we report
 the interquartile mean (IQM: the mean of the middle 50% of runs, robust to
 outlier seeds) with a 95% stratified-bootstrap confidence interval ({reps}
-resamples, Agarwal et al. 2021, `rliable`). Intervals that do not overlap are a
-strong sign of a difference; with few seeds intervals are wide, so read
-overlapping ones as "no evidence either way". Across envs, scores are normalised
+resamples, Agarwal et al. 2021, `rliable`) where a variant has at least {min_runs}
+runs, and the range of its runs (lowest to highest) where it has fewer: a
+bootstrap over so few runs cannot give 95% coverage. Overlapping intervals or
+ranges mean "no evidence either way". Across envs, scores are normalised
 ({norm_note}). The probability of improvement P(X > {baseline}) is the chance
 that a run of X beats a run of {baseline} on a randomly chosen env (0.5 = no
-difference; a CI that excludes 0.5 is significant). *Sample efficiency*: the
-target is the baseline's final-score IQM; "steps" is the first env step at which
-a variant's IQM-over-seeds curve reaches it (interpolated between grid points),
-and the ratio is those steps over the baseline's own steps to its final score
-(the budget if its curve never quite gets there): 0.5x means half the env steps.
+difference), over all run pairs; its *exact p-value* (two-sided) comes from
+permuting the variant labels of the runs within each env, every permutation
+counted, so it is valid at any number of seeds. Per-env p-values are
+Holm-adjusted over all the per-env comparisons of this report (their number is
+given). *Sample efficiency* is read two ways: on a fixed *threshold ladder*
+(env steps until a variant's IQM curve reaches 25/50/75/90% of the way from
+each env's normalisation low to its high: the same targets for every variant),
+and as env steps to the baseline's final IQM, which is *plateau-sensitive*: a
+baseline that stops improving early reaches its own final score early, and a
+variant that passes it later reads as slower although it ends higher.
 """
 
 
@@ -49,8 +55,110 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _interval(point: float, low: float, high: float, digits: int = 3) -> str:
+def _interval(point: float, low: float, high: float, digits: int = 3, ranged: bool = False) -> str:
+    if ranged:
+        return f"{_fmt(point, digits)} (range {_fmt(low, digits)} to {_fmt(high, digits)})"
     return f"{_fmt(point, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
+def _spread(point: float, low: float, high: float, lowest: float, highest: float, runs: int) -> str:
+    """``point [low, high]`` (a 95% CI) from enough runs, else ``point (range lowest to highest)``."""
+    if significance.enough_runs(runs):
+        return _interval(point, low, high)
+    return f"{_fmt(point)} (range {_fmt(lowest)} to {_fmt(highest)})"
+
+
+def _p(p: float, exact: bool) -> str:
+    text = f"{p:.3g}" if p >= 0.001 else f"{p:.1e}"
+    return text if exact else f"{text} (Monte Carlo)"
+
+
+def comparisons(scores: pd.DataFrame, baseline: str, column: str = "final") -> dict[str, object]:
+    """Every variant against ``baseline`` on ``column``: the stratified exact test over the envs both have
+    (``aggregate``: {variant: {...}}, Holm-adjusted over the variants) and one exact test per env
+    (``per_env``: a list, Holm-adjusted over all of them); see :mod:`rlaux.compare.significance`."""
+    variants = [v for v in dict.fromkeys(scores["variant"]) if v != baseline]
+    per_env: list[dict[str, object]] = []
+    aggregate: dict[str, dict[str, object]] = {}
+    for variant in variants:
+        pairs = []
+        for env in sorted(set(scores.loc[scores["variant"] == variant, "env"])):
+            x = scores.loc[(scores["env"] == env) & (scores["variant"] == variant), column].to_numpy(dtype=float)
+            y = scores.loc[(scores["env"] == env) & (scores["variant"] == baseline), column].to_numpy(dtype=float)
+            if len(x) and len(y):
+                pairs.append((x, y))
+                prob, p, exact = significance.exact_test(x, y)
+                per_env.append({"env": env, "variant": variant, "runs": len(x), "baseline_runs": len(y),
+                                "p_improvement": prob, "p": p, "exact": exact})
+        if pairs:
+            prob, p, exact = significance.stratified_exact_test(pairs)
+            aggregate[variant] = {"runs": min(len(x) for x, _ in pairs), "baseline_runs": min(len(y) for _, y in pairs),
+                                  "envs": len(pairs), "p_improvement": prob, "p": p, "exact": exact}
+    for family in (per_env, list(aggregate.values())):
+        adjusted = significance.holm({str(i): float(t["p"]) for i, t in enumerate(family)})
+        for i, t in enumerate(family):
+            t["p_holm"] = adjusted[str(i)]
+            t["verdict"] = significance.verdict(float(t["p_holm"]), float(t["p_improvement"]))
+    return {"aggregate": aggregate, "per_env": per_env}
+
+
+def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT_REPS,
+                  seed: int = stats.DEFAULT_SEED) -> list[str]:
+    """One line per variant against ``baseline``: P(improvement) with its exact and Holm-adjusted p-values and
+    run counts, the verdict, and the aggregate IQM of the normalised final score with its 95% CI (5+ runs)
+    or range (fewer). ``scores``: a report's scores.csv."""
+    tests = comparisons(scores, baseline)["aggregate"]
+    variants = [baseline, *tests]
+    matrices, envs, _ = stats.score_matrices(scores, "final_norm", variants)
+    matrices = {v: m for v, m in matrices.items() if m.size}
+    few = not matrices or not significance.enough_runs(*(m.shape[0] for m in matrices.values()))
+    if few:
+        point, spread = stats.aggregate_ranges(matrices)
+        iqms = {v: (point[v][1], spread[v][0, 1], spread[v][1, 1]) for v in matrices}
+    else:
+        iqms = stats.iqm_intervals(matrices, reps, seed)
+    kind = "ranges over seeds" if few else "95% CIs"
+    lines = []
+    for v in variants:
+        agg = (f"aggregate IQM {_interval(*iqms[v], ranged=few)}" if v in iqms else "no aggregate (envs differ)")
+        if v == baseline:
+            lines.append(f"{v} (baseline): {agg}")
+            continue
+        t = tests[v]
+        lines.append(f"{v} vs {baseline}: {t['verdict']}; P({v} > {baseline}) = {_fmt(t['p_improvement'])}, exact p = "
+                     f"{_p(t['p'], t['exact'])} (Holm over {len(tests)}: {_p(t['p_holm'], True)}), {t['runs']} vs "
+                     f"{t['baseline_runs']} runs x {t['envs']} env(s); {agg}")
+    if few and matrices:
+        lines.append(f"(fewer than {significance.MIN_RUNS_FOR_CI} runs a variant: {kind}, not 95% intervals; "
+                     "the exact p-values hold at any count)")
+    return lines
+
+
+def _normalisation_sensitivity(scores: pd.DataFrame, variants: Sequence[str], norms: Mapping[str, stats.Normaliser],
+                               curves: pd.DataFrame) -> list[str]:
+    """The aggregate IQM of each variant under the report's normalisation and two others, so a reader sees
+    how much the aggregate owes to the choice."""
+    options: dict[str, Mapping[str, stats.Normaliser]] = {f"this report's ({'; '.join(sorted({n.method for n in norms.values()}))})": norms}
+    sweep = {}
+    base_final = {}
+    for env in sorted(set(scores["env"])):
+        values = curves.loc[curves["env"] == env, "return"]
+        finals = scores.loc[scores["env"] == env, "final"]
+        sweep[env] = stats.Normaliser(float(min(values.min(), finals.min())), float(max(values.max(), finals.max())),
+                                      "sweep range")
+        base = scores.loc[(scores["env"] == env) & (scores["variant"] == variants[0]), "final"].to_numpy(dtype=float)
+        low = float(min(values.min(), finals.min()))
+        base_final[env] = stats.Normaliser(low, stats.iqm(base) if len(base) else low + 1.0, "baseline final")
+    if {n.method for n in norms.values()} != {"sweep range"}:
+        options["sweep range (min to max of every curve point and final score)"] = sweep
+    options[f"random-to-baseline (low of the sweep to `{variants[0]}`'s final IQM)"] = base_final
+    rows = []
+    for name, option in options.items():
+        normed = stats.normalise(scores[["env", "variant", "seed", "final", "auc"]], option)
+        matrices, _, _ = stats.score_matrices(normed, "final_norm", variants)
+        rows.append([name, *[_fmt(stats.iqm(matrices[v])) if matrices[v].size else "n/a" for v in variants]])
+    return ["How the aggregate IQM of the normalised final score moves with the normalisation:", "",
+            _table(["normalisation", *variants], rows), ""]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -70,6 +178,26 @@ def _portable(run_dir: str | Path, out_dir: Path) -> str:
     if path.is_relative_to(out):
         return path.relative_to(out).as_posix() or "."
     return short_dir(path, parts=2)
+
+
+def check_seeds(runs: Sequence, baseline: str) -> None:
+    """ConfigError naming every (env, variant) whose seeds differ from the baseline's in that env: a
+    comparison over unequal seed sets is not the one the report's tests assume."""
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for run in runs:
+        seeds.setdefault((run.env, run.variant), set()).add(int(run.seed))
+    problems = []
+    for (env, variant), have in sorted(seeds.items()):
+        want = seeds.get((env, baseline))
+        if variant == baseline or want is None or have == want:
+            continue
+        missing, extra = sorted(want - have), sorted(have - want)
+        parts = ([f"lacks seeds {missing}"] if missing else []) + ([f"has seeds {extra} that {baseline} lacks"]
+                                                                   if extra else [])
+        problems.append(f"{variant} on {env} {' and '.join(parts)}")
+    if problems:
+        raise ConfigError(f"seeds differ from {baseline}'s: {'; '.join(problems)}; finish those runs, or give "
+                          "--allow-missing-seeds to report the runs there are")
 
 
 def resolve_baseline(baseline: str, variants: Sequence[str]) -> str:
@@ -100,6 +228,7 @@ def build_report(
     include_unfinished: bool = False,
     score_ranges: Mapping[str, tuple[float, float]] | None = None,
     final_from_eval: bool = False,
+    allow_missing_seeds: bool = False,
 ) -> Path:
     """Read the runs under ``run_dirs`` and write ``out_dir/report.md`` with its CSVs and PNGs.
 
@@ -110,7 +239,8 @@ def build_report(
     algorithms, variants are ``<algo>:<label>`` and ``baseline`` may omit the algorithm if one matches
     (:func:`resolve_baseline`). Raises :class:`ConfigError` for an unknown reference, a baseline
     without runs (or run with several algorithms), no readable run at all, or runs of different
-    lengths (unless ``truncate``).
+    lengths (unless ``truncate``), or a variant missing seeds that the baseline has in an env (unless
+    ``allow_missing_seeds``): all checked before anything is written.
     """
     if reference is not None and reference not in stats.REFERENCES:
         raise ConfigError(f"unknown reference {reference!r}; valid: {', '.join(stats.REFERENCES)}")
@@ -123,6 +253,8 @@ def build_report(
     runs = loaded.runs
     variants = sorted({run.variant for run in runs})
     baseline = resolve_baseline(baseline, variants)
+    if not allow_missing_seeds:
+        check_seeds(runs, baseline)
     # Baseline first, then the others: fixed order and colours in every table and figure.
     variants = [baseline] + [v for v in variants if v != baseline]
     out = Path(out_dir)
@@ -154,7 +286,8 @@ def build_report(
         f"- Runs read: {len(runs)} ({seeds_per}) from {', '.join(_portable(d, out) for d in run_dirs)}",
         f"- Envs: {len(set(scores['env']))}; variants: {', '.join(variants)} (baseline: `{baseline}`)",
         f"- Budget (env steps per run): {budgets}",
-        f"- Bootstrap: {reps} stratified resamples, 95% CIs, seed {seed}",
+        f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
+        f"(ranges below), seed {seed}; exact permutation p-values throughout",
         "- Data: `curves.csv` (env,variant,seed,step,return), `scores.csv` (per-run final and AUC scores)",
     ]
     if final_from_eval:
@@ -165,9 +298,11 @@ def build_report(
         )
     lines.append("")
     norm_methods = sorted({n.method for n in norms.values()})
-    norm_note = "; ".join(norm_methods) + " (see the normalisation table)"
+    norm_note = "; ".join(norm_methods) + "; see the normalisation table"
+    lines += ["## Verdicts", ""] + [f"- {line}" for line in verdict_lines(scores, baseline, reps, seed)] + [""]
     lines += [
-        HOW_TO_READ.format(window=window, n_points=n_points, reps=reps, baseline=baseline, norm_note=norm_note),
+        HOW_TO_READ.format(window=window, n_points=n_points, reps=reps, baseline=baseline, norm_note=norm_note,
+                           min_runs=significance.MIN_RUNS_FOR_CI),
         "",
     ]
 
@@ -178,12 +313,16 @@ def build_report(
             row.env,
             row.variant,
             row.n_seeds,
-            _interval(row.final_iqm, row.final_low, row.final_high),
-            _interval(row.auc_iqm, row.auc_low, row.auc_high),
+            _spread(row.final_iqm, row.final_low, row.final_high, row.final_min, row.final_max, row.n_seeds),
+            _spread(row.auc_iqm, row.auc_low, row.auc_high, row.auc_min, row.auc_max, row.n_seeds),
         ]
         for row in per_env.itertuples()
     ]
-    lines += [_table(["env", "variant", "seeds", "final score IQM [95% CI]", "AUC score IQM [95% CI]"], rows), ""]
+    lines += [_table(["env", "variant", "seeds", "final score IQM [interval]", "AUC score IQM [interval]"], rows), ""]
+    smallest = int(per_env["n_seeds"].min())
+    lines += [f"[a, b]: 95% bootstrap CI ({significance.MIN_RUNS_FOR_CI}+ runs); range a to b: the lowest and "
+              "highest run (fewer runs). " + (significance.spread_note(smallest) if smallest < significance.MIN_RUNS_FOR_CI
+                                              else ""), ""]
     for env, path in curve_pngs.items():
         lines += [_image(path, out, f"learning curves {env}"), ""]
 
@@ -196,16 +335,33 @@ def build_report(
     lines += [f"## Aggregate over {len(envs)} env(s): normalised final score", ""]
     lines += [f"Note: {w}" for w in agg_warnings] + ([""] if agg_warnings else [])
     if final_norm:
-        point, ci = stats.aggregate_intervals(final_norm, reps, seed)
-        auc_iqm = stats.iqm_intervals(auc_norm, reps, seed)
+        few = not significance.enough_runs(*(m.shape[0] for m in final_norm.values()))
+        if few:
+            point, ci = stats.aggregate_ranges(final_norm)
+            auc_point, auc_spread = stats.aggregate_ranges(auc_norm)
+            auc_iqm = {v: (auc_point[v][1], auc_spread[v][0, 1], auc_spread[v][1, 1]) for v in auc_norm}
+        else:
+            point, ci = stats.aggregate_intervals(final_norm, reps, seed)
+            auc_iqm = stats.iqm_intervals(auc_norm, reps, seed)
         rows = []
         for v in final_norm:
-            cells = [_interval(point[v][i], ci[v][0, i], ci[v][1, i]) for i in range(len(stats.AGGREGATE_METRICS))]
-            rows.append([v, f"{final_norm[v].shape[0]} x {final_norm[v].shape[1]}", *cells, _interval(*auc_iqm[v])])
+            cells = [_interval(point[v][i], ci[v][0, i], ci[v][1, i], ranged=few)
+                     for i in range(len(stats.AGGREGATE_METRICS))]
+            rows.append([v, f"{final_norm[v].shape[0]} x {final_norm[v].shape[1]}", *cells,
+                         _interval(*auc_iqm[v], ranged=few)])
         headers = ["variant", "runs x envs", *stats.AGGREGATE_METRICS, "AUC IQM"]
         lines += [_table(headers, rows), ""]
-        agg_png = plots.plot_aggregate_intervals(point, ci, fig_dir / "aggregate_intervals.png", colors=colors)
+        if few:
+            smallest = min(m.shape[0] for m in final_norm.values())
+            lines += [significance.spread_note(smallest) + " Here a range is that of the metric computed on each "
+                      "seed's envs alone.", ""]
+        else:
+            lines += ["[a, b]: 95% stratified-bootstrap CI.", ""]
+        agg_png = plots.plot_aggregate_intervals(
+            point, ci, fig_dir / "aggregate_intervals.png", colors=colors,
+            xlabel="Normalised score (bars: " + ("range over seeds)" if few else "95% CI)"))
         lines += [_image(agg_png, out, "aggregate intervals"), ""]
+        lines += _normalisation_sensitivity(scores, variants, norms, curves)
         taus, profiles, profile_cis = stats.performance_profiles(final_norm, reps=reps, seed=seed)
         prof_png = plots.plot_performance_profile(
             taus, profiles, profile_cis, fig_dir / "performance_profile.png", colors=colors
@@ -215,17 +371,45 @@ def build_report(
     else:
         lines += ["No env was run with every variant: no aggregate.", ""]
 
-    # Probability of improvement.
+    # Probability of improvement, with exact p-values.
     lines += [f"## Probability of improvement over `{baseline}`", ""]
-    if baseline in final_raw and len(final_raw) > 1:
-        poi = stats.probability_of_improvement(final_raw, baseline, reps, seed)
-        rows = [[v, _interval(*poi[v])] for v in poi]
-        lines += [_table(["variant", f"P(variant > {baseline}) [95% CI]"], rows), ""]
+    tests = comparisons(scores, baseline)
+    if tests["aggregate"]:
+        poi = stats.probability_of_improvement(final_raw, baseline, reps, seed) if baseline in final_raw else {}
+        rows = []
+        for v, t in tests["aggregate"].items():
+            shown = v in poi and significance.enough_runs(t["runs"], t["baseline_runs"])
+            ci = f"[{_fmt(poi[v][1])}, {_fmt(poi[v][2])}]" if shown else f"n/a (< {significance.MIN_RUNS_FOR_CI} runs)"
+            rows.append([v, f"{t['runs']} vs {t['baseline_runs']} x {t['envs']}", _fmt(t["p_improvement"]), ci,
+                         _p(t["p"], t["exact"]), _p(t["p_holm"], True), t["verdict"]])
+        lines += [_table(["variant", "runs x envs", f"P(variant > {baseline})", "95% bootstrap CI", "exact p",
+                          f"Holm p ({len(tests['aggregate'])} variants)", "verdict"], rows), ""]
+        per_env_tests = tests["per_env"]
+        lines += [f"Per env ({len(per_env_tests)} comparisons in this report; Holm-adjusted over all of them):", ""]
+        rows = [[t["env"], t["variant"], f"{t['runs']} vs {t['baseline_runs']}", _fmt(t["p_improvement"]),
+                 _p(t["p"], t["exact"]), _p(t["p_holm"], True), t["verdict"]] for t in per_env_tests]
+        lines += [_table(["env", "variant", "runs", f"P(variant > {baseline})", "exact p", "Holm p", "verdict"],
+                         rows), ""]
+        lines += ["verdict: higher or lower where the (Holm-adjusted, for per-env rows) p-value is below 0.05, "
+                  "else level (no evidence either way, not evidence of no difference).", ""]
     else:
         lines += ["Only the baseline was run: nothing to compare.", ""]
 
     # Sample efficiency.
-    lines += [f"## Sample efficiency: env steps to reach `{baseline}`'s final score", ""]
+    lines += ["## Sample efficiency on a fixed threshold ladder", ""]
+    ladder = stats.threshold_ladder(curves, norms)
+    ladder.to_csv(out / "thresholds.csv", index=False)
+    header = ["env", "variant"] + [f"{int(f * 100)}%" for f in stats.THRESHOLDS]
+    rows = []
+    for (env, variant), part in ladder.groupby(["env", "variant"], sort=True):
+        cells = [("never" if math.isnan(r.steps) else f"{r.steps:,.0f}") + f" ({r.runs_reaching}/{r.runs} runs)"
+                 for r in part.sort_values("threshold").itertuples()]
+        rows.append([env, variant, *cells])
+    lines += ["Env steps until the IQM curve reaches each fraction of the way from the env's normalisation low "
+              "to its high (targets in thresholds.csv; in parentheses, how many runs' own curves get there; "
+              "never: not within the budget).", "", _table(header, rows), ""]
+
+    lines += [f"## Sample efficiency: env steps to reach `{baseline}`'s final score (plateau-sensitive)", ""]
     efficiency = stats.sample_efficiency(curves, scores, baseline)
     rows = []
     for row in efficiency.itertuples():

@@ -16,7 +16,9 @@ Definitions (the report repeats them):
   envs: ``(score - low) / (high - low)`` with ``(low, high)`` given explicitly
   (``score_ranges``), else ``score_range`` in the runs' ``config.json``, else the
   min and max of all learning-curve values of that env in the sweep.
-* **Sample efficiency**: target = the baseline's final-score IQM. For each
+* **Threshold ladder** (:func:`threshold_ladder`): env steps to 25/50/75/90% of the way from
+  each env's normalisation low to its high, the same fixed targets for every variant.
+* **Sample efficiency** (plateau-sensitive): target = the baseline's final-score IQM. For each
   variant, ``steps`` = the first env step at which its IQM-over-seeds learning
   curve reaches the target (linear interpolation between grid points); "not
   reached" if it never does. The baseline's own steps are found the same way; if
@@ -150,7 +152,8 @@ def run_scores(runs: Sequence[Run], curves: pd.DataFrame, final_from_eval: bool 
 
 
 def per_env_intervals(scores: pd.DataFrame, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED) -> pd.DataFrame:
-    """IQM over seeds of ``final`` and ``auc`` per (env, variant), with 95% bootstrap CIs."""
+    """IQM over seeds of ``final`` and ``auc`` per (env, variant), with 95% bootstrap CIs and the runs' range
+    (``*_min``, ``*_max``), which a report shows instead below ``significance.MIN_RUNS_FOR_CI`` runs."""
     rows = []
     for (env, variant), part in scores.groupby(["env", "variant"], sort=True):
         row: dict[str, Any] = {"env": env, "variant": variant, "n_seeds": len(part)}
@@ -159,6 +162,7 @@ def per_env_intervals(scores: pd.DataFrame, reps: int = DEFAULT_REPS, seed: int 
             point, ci = interval_estimates({"x": values}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed)
             row[f"{column}_iqm"] = float(point["x"][0])
             row[f"{column}_low"], row[f"{column}_high"] = float(ci["x"][0, 0]), float(ci["x"][1, 0])
+            row[f"{column}_min"], row[f"{column}_max"] = float(values.min()), float(values.max())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -378,6 +382,48 @@ def sample_efficiency(curves: pd.DataFrame, scores: pd.DataFrame, baseline: str)
                 }
             )
     return pd.DataFrame(rows, columns=["env", "variant", "target", "steps", "baseline_steps", "ratio"])
+
+
+#: Fractions of the way from an env's normalisation low to its high that the threshold ladder reads.
+THRESHOLDS = (0.25, 0.5, 0.75, 0.9)
+
+
+def threshold_ladder(curves: pd.DataFrame, norms: Mapping[str, Normaliser],
+                     thresholds: Sequence[float] = THRESHOLDS) -> pd.DataFrame:
+    """Steps to fixed fractions of a reference score, per env, variant and threshold.
+
+    The target of fraction ``f`` is ``low + f * (high - low)`` of the env's :class:`Normaliser` (the
+    published reference where there is one), the same for every variant, so a baseline that
+    plateaus early gains nothing from it. ``steps``: the first env step at which the variant's
+    IQM-over-seeds curve reaches the target (interpolated; NaN: never); ``runs_reaching`` of
+    ``runs``: how many of its runs' own curves reach it.
+    """
+    rows = []
+    for env in sorted(curves["env"].unique()):
+        norm = norms[env]
+        for variant in sorted(curves.loc[curves["env"] == env, "variant"].unique()):
+            _, grid, matrix = curve_matrix(curves, env, variant)
+            iqm_curve = columnwise_iqm(matrix)
+            for f in thresholds:
+                target = norm.low + f * (norm.high - norm.low)
+                steps = steps_to_reach(grid, iqm_curve, target)
+                reaching = sum(steps_to_reach(grid, row, target) is not None for row in matrix)
+                rows.append({"env": env, "variant": variant, "threshold": f, "target": target,
+                             "steps": np.nan if steps is None else steps, "runs_reaching": reaching,
+                             "runs": len(matrix), "method": norm.method})
+    return pd.DataFrame(rows, columns=["env", "variant", "threshold", "target", "steps", "runs_reaching", "runs",
+                                       "method"])
+
+
+def aggregate_ranges(matrices: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """For few runs: each :data:`AGGREGATE_METRICS` over all runs x envs, and the range (lowest, highest) of
+    the same metric computed on each run row (seed) alone; shaped as :func:`aggregate_intervals`'s results."""
+    point = {v: _aggregate_func(m) for v, m in matrices.items()}
+    spread = {}
+    for v, m in matrices.items():
+        per_row = np.stack([_aggregate_func(row[None, :]) for row in m])
+        spread[v] = np.stack([per_row.min(axis=0), per_row.max(axis=0)])
+    return point, spread
 
 
 # ---------------------------------------------------------------- published references

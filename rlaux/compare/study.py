@@ -31,7 +31,7 @@ import pandas as pd
 
 from rlaux.algorithms import ALGORITHMS
 from rlaux.compare import stats
-from rlaux.compare.report import build_report, resolve_baseline
+from rlaux.compare.report import build_report, resolve_baseline, verdict_lines
 from rlaux.compare.results import DEFAULT_CURVE_WINDOW, find_run_dirs, split_algorithm, with_algorithm
 from rlaux.compare.suites import SUITES, Suite, get_suite
 from rlaux.compare.sweep import (
@@ -150,6 +150,7 @@ class StudyPlan:
     reps: int = stats.DEFAULT_REPS
     truncate: bool = False
     curve_window: int = DEFAULT_CURVE_WINDOW
+    allow_missing_seeds: bool = False
 
 
 def plan_study(
@@ -175,6 +176,7 @@ def plan_study(
     truncate: bool = False,
     curve_window: int = DEFAULT_CURVE_WINDOW,
     resolve_jobs: JobResolver | None = None,
+    allow_missing_seeds: bool = False,
 ) -> StudyPlan:
     """Check every setting and build the grid env/game x variant x seed; launch nothing.
 
@@ -255,7 +257,8 @@ def plan_study(
     return StudyPlan(jobs=jobs, out=Path(out) if out else default_out(label), games=game_list, variants=variants,
                      timesteps=budget, baseline=baseline_label, reference=reference,
                      final_from_eval=final_from_eval, suite=chosen_suite, workers=workers, backend=backend,
-                     address=address, reps=reps, truncate=truncate, curve_window=curve_window)
+                     address=address, reps=reps, truncate=truncate, curve_window=curve_window,
+                     allow_missing_seeds=allow_missing_seeds)
 
 
 def _split_variant(variant: str) -> tuple[str | None, str]:
@@ -348,7 +351,7 @@ def run_study(plan: StudyPlan, launch: Launch | None = None) -> list[JobOutcome]
         print("error: every run failed; no report (see the logs above)", file=sys.stderr)
         return outcomes
     report_and_summarise([out / "runs"], out, plan.baseline, plan.reference, plan.final_from_eval, plan.reps,
-                         plan.truncate, plan.curve_window)
+                         plan.truncate, plan.curve_window, allow_missing_seeds=plan.allow_missing_seeds or bool(failed))
     return outcomes
 
 
@@ -377,15 +380,22 @@ def report_and_summarise(
     reps: int = stats.DEFAULT_REPS,
     truncate: bool = False,
     curve_window: int = DEFAULT_CURVE_WINDOW,
+    allow_missing_seeds: bool = False,
 ) -> Path:
-    """Write the report of the runs under ``run_dirs`` into ``out``, print where and the summary table."""
+    """Write the report of the runs under ``run_dirs`` into ``out``, print where, the summary table and the
+    verdicts."""
     report = build_report([str(d) for d in run_dirs], str(out), baseline=baseline, reference=reference,
-                          reps=reps, truncate=truncate, final_from_eval=final_from_eval, window=curve_window)
+                          reps=reps, truncate=truncate, final_from_eval=final_from_eval, window=curve_window,
+                          allow_missing_seeds=allow_missing_seeds)
     baseline = resolve_baseline(baseline, sorted(set(pd.read_csv(out / "curves.csv")["variant"])))
     print(f"\nreport: {report}")
     print(f"data: {out / 'curves.csv'}, {out / 'scores.csv'}; figures: {out / 'figures'}")
-    print(f"\nsample efficiency (ratio = env steps to reach {baseline}'s final score / {baseline}'s own steps):")
+    print(f"\nsample efficiency (ratio = env steps to reach {baseline}'s final score / {baseline}'s own steps; "
+          "plateau-sensitive, see the threshold ladder in the report):")
     print(summary_table(out, baseline))
+    print("\nverdicts:")
+    for line in verdict_lines(pd.read_csv(out / "scores.csv"), baseline, reps):
+        print(f"  {line}")
     return report
 
 
@@ -419,6 +429,7 @@ def rebuild_report(
     reps: int = stats.DEFAULT_REPS,
     truncate: bool = False,
     curve_window: int = DEFAULT_CURVE_WINDOW,
+    allow_missing_seeds: bool = False,
 ) -> Path:
     """The report of existing run folders (searched recursively); runs nothing.
 
@@ -448,7 +459,7 @@ def rebuild_report(
     if all_suite_runs(folders):  # runs of --suite atari100k/atari5: the suite's report
         reference, final_from_eval = reference or "atari100k", True
     return report_and_summarise(folders, out_dir, baseline_label, reference, final_from_eval, reps, truncate,
-                                curve_window)
+                                curve_window, allow_missing_seeds=allow_missing_seeds)
 
 
 __all__ = ["RESERVED_TRAIN_FLAGS", "JobResolver", "ProgressLaunch", "StudyPlan", "all_suite_runs", "check_extra_args",
