@@ -17,6 +17,7 @@ from rlaux.compare.results import (
     short_dir,
     split_algorithm,
     write_curves_csv,
+    write_episodes,
 )
 from rlaux.errors import ConfigError
 
@@ -264,6 +265,7 @@ def build_report(
 
     curves = curves_frame(runs, n_points=n_points, window=window)
     write_curves_csv(curves, out / "curves.csv")
+    write_episodes(runs, out / "episodes.csv.gz")  # the raw data: compare --from it rebuilds this report
     norms = stats.normalisers(runs, curves, score_ranges)
     scores = stats.normalise(stats.run_scores(runs, curves, final_from_eval=final_from_eval), norms)
     scores.to_csv(out / "scores.csv", index=False)
@@ -288,7 +290,9 @@ def build_report(
         f"- Budget (env steps per run): {budgets}",
         f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
         f"(ranges below), seed {seed}; exact permutation p-values throughout",
-        "- Data: `curves.csv` (env,variant,seed,step,return), `scores.csv` (per-run final and AUC scores)",
+        "- Data: `episodes.csv.gz` (every episode: env,env_id,variant,seed,budget,step,return; `compare --from` it "
+        "rebuilds this report), `curves.csv` (env,variant,seed,step,return), `scores.csv` (per-run final and AUC "
+        "scores), `thresholds.csv`",
     ]
     if final_from_eval:
         n_eval = int((scores["final_source"] == "evaluation").sum())

@@ -1,0 +1,83 @@
+"""Reports from committed raw data (episodes.csv.gz) and from other tools' per-run logs (manifest.csv)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlaux.cli import main
+from rlaux.compare.results import load_runs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_compare import baseline_returns, fast_returns, write_run  # noqa: E402
+
+
+def test_a_report_rebuilds_from_its_episodes_alone(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_run(runs, f"none-s{seed}", baseline_returns(seed), variant="none", seed=seed)
+        write_run(runs, f"fast-s{seed}", fast_returns(seed), variant="fast", seed=seed)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["compare", "--from", str(runs), "--out", str(first), "--reps", "100"]) == 0
+    raw = first / "episodes.csv.gz"
+    assert raw.is_file() and raw.stat().st_size < 20_000
+    assert main(["compare", "--from", str(raw), "--out", str(second), "--reps", "100"]) == 0
+    for name in ("curves.csv", "scores.csv", "thresholds.csv"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("- Runs read:")]  # noqa: E731
+    assert strip((first / "report.md").read_text()) == strip((second / "report.md").read_text())
+    # the run folders win over a table holding the same runs, and the report says so
+    loaded = load_runs([runs, raw])
+    assert len(loaded.runs) == 6 and any("also found as run folders" in w for w in loaded.warnings)
+
+
+def _other_tool_logs(folder: Path) -> Path:
+    """CleanRL-like logs: one CSV per run, a 'charts/episodic_return' column, 'global_step' as the step."""
+    folder.mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for variant, slope in (("cleanrl_ppo", 1.0), ("rlaux_ppo", 1.5)):
+        for seed in range(5):
+            steps = np.arange(1, 101) * 100
+            returns = slope * steps / 1000 + rng.normal(0, 0.1, len(steps))
+            name = f"{variant}_{seed}.csv"
+            pd.DataFrame({"global_step": steps, "charts/episodic_return": returns}).to_csv(folder / name, index=False)
+            rows.append({"file": name, "env": "MinAtar/Breakout", "variant": variant, "seed": seed, "budget": 10_000,
+                         "step_column": "global_step", "return_column": "charts/episodic_return"})
+    # a published log written every 1,000 steps, without a step column
+    pd.DataFrame({"score": np.linspace(1, 10, 10)}).to_csv(folder / "published.csv", index=False)
+    rows.append({"file": "published.csv", "env": "MinAtar/Breakout", "variant": "published", "seed": 0,
+                 "budget": 10_000, "return_column": "score", "steps_per_row": 1000})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder
+
+
+def test_compare_reads_other_tools_logs_through_a_manifest(tmp_path, capsys):
+    logs = _other_tool_logs(tmp_path / "logs")
+    loaded = load_runs([logs])
+    published = next(r for r in loaded.runs if r.variant == "published")
+    assert published.episode_steps.tolist() == list(range(1000, 10_001, 1000))
+    out = tmp_path / "out"
+    code = main(["compare", "--from", str(logs), "--out", str(out), "--reps", "100", "--baseline", "cleanrl_ppo",
+                 "--allow-missing-seeds"])
+    assert code == 0, capsys.readouterr().err
+    text = (out / "report.md").read_text()
+    assert "rlaux_ppo vs cleanrl_ppo: higher" in text and "5 vs 5 runs x 1 env(s)" in text
+
+
+def test_a_bad_manifest_is_named(tmp_path):
+    logs = _other_tool_logs(tmp_path / "logs")
+    manifest = pd.read_csv(logs / "manifest.csv")
+    manifest.loc[0, "return_column"] = "nope"
+    manifest.to_csv(logs / "manifest.csv", index=False)
+    loaded = load_runs([logs])
+    assert not loaded.runs
+    assert any("no return column 'nope'" in w for w in loaded.warnings)
+    with pytest.raises(Exception, match="no return column 'nope'"):
+        from rlaux.compare.report import build_report
+
+        build_report([str(logs)], str(tmp_path / "out"), reps=50)
