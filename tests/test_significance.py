@@ -112,7 +112,7 @@ def test_verdict_lines_name_seed_counts_and_do_not_overclaim_at_two_seeds(tmp_pa
 
 def test_threshold_ladder_uses_fixed_targets_and_counts_never(tmp_path):
     build_report([str(sweep(tmp_path / "runs", range(3)))], str(tmp_path / "out"), reps=200)
-    ladder = pd.read_csv(tmp_path / "out" / "thresholds.csv")
+    ladder = pd.read_csv(tmp_path / "out" / "threshold_ladder.csv")
     assert sorted(ladder["threshold"].unique()) == [0.25, 0.5, 0.75, 0.9]
     assert ladder.groupby("threshold")["target"].nunique().eq(1).all()  # one target for every variant
     at = ladder.set_index(["variant", "threshold"])

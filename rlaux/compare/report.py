@@ -181,12 +181,35 @@ def _portable(run_dir: str | Path, out_dir: Path) -> str:
     return short_dir(path, parts=2)
 
 
-def check_seeds(runs: Sequence, baseline: str) -> None:
+def read_tables(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(curves, scores) of one study folder that keeps only its ``curves.csv`` and ``scores.csv`` (studies made
+    before reports wrote ``episodes.csv.gz``), or None where ``folders`` is not one such folder."""
+    if len(folders) != 1 or not Path(folders[0]).is_dir():
+        return None
+    folder = Path(folders[0])
+    if not ((folder / "curves.csv").is_file() and (folder / "scores.csv").is_file()):
+        return None
+    curves = pd.read_csv(folder / "curves.csv", float_precision="round_trip")
+    scores = pd.read_csv(folder / "scores.csv", float_precision="round_trip")
+    need = {"curves.csv": (curves, ["env", "variant", "seed", "step", "return"]),
+            "scores.csv": (scores, ["env", "family", "game", "variant", "seed", "budget", "final", "auc"])}
+    for name, (frame, columns) in need.items():
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"{folder / name}: lacks columns {', '.join(missing)}")
+    scores = scores.drop(columns=[c for c in ("final_norm", "auc_norm") if c in scores.columns])
+    if "final_train" not in scores.columns:
+        scores["final_train"] = scores["final"]
+    return curves, scores
+
+
+def check_seeds(keys: Sequence[tuple], baseline: str) -> None:
     """ConfigError naming every (env, variant) whose seeds differ from the baseline's in that env: a
-    comparison over unequal seed sets is not the one the report's tests assume."""
+    comparison over unequal seed sets is not the one the report's tests assume. ``keys``: (env, variant,
+    seed, ...) of each run."""
     seeds: dict[tuple[str, str], set[int]] = {}
-    for run in runs:
-        seeds.setdefault((run.env, run.variant), set()).add(int(run.seed))
+    for env, variant, seed, *_ in keys:
+        seeds.setdefault((env, variant), set()).add(int(seed))
     problems = []
     for (env, variant), have in sorted(seeds.items()):
         want = seeds.get((env, baseline))
@@ -248,26 +271,38 @@ def build_report(
     if reps < 1:
         raise ConfigError(f"reps must be >= 1, got {reps}")
     loaded = load_runs(run_dirs, truncate=truncate, include_unfinished=include_unfinished)
-    if not loaded.runs:
-        detail = "; ".join(loaded.warnings) or "no folder with config.json found"
-        raise ConfigError(f"no readable runs under {', '.join(map(str, run_dirs))}: {detail}")
     runs = loaded.runs
-    variants = sorted({run.variant for run in runs})
+    tables = None if runs else read_tables(run_dirs)
+    if not runs and tables is None:
+        detail = "; ".join(loaded.warnings) or "no folder with config.json, episodes.csv.gz or manifest.csv found"
+        raise ConfigError(f"no readable runs under {', '.join(map(str, run_dirs))}: {detail}")
+    keys = ([(r.env, r.variant, r.seed, r.budget) for r in runs] if runs else
+            [tuple(k) for k in tables[1][["env", "variant", "seed", "budget"]].itertuples(index=False)])
+    variants = sorted({k[1] for k in keys})
     baseline = resolve_baseline(baseline, variants)
     if not allow_missing_seeds:
-        check_seeds(runs, baseline)
+        check_seeds(keys, baseline)
     # Baseline first, then the others: fixed order and colours in every table and figure.
     variants = [baseline] + [v for v in variants if v != baseline]
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    warnings = list(loaded.warnings)
+    warnings = list(loaded.warnings) if runs else [
+        "rebuilt from the study's curves.csv and scores.csv: its runs' episodes were not kept, so the learning "
+        "curves are those resampled then (the window and grid they were made with) and the final and AUC scores "
+        "those computed then"]
 
-    curves = curves_frame(runs, n_points=n_points, window=window)
-    write_curves_csv(curves, out / "curves.csv")
-    write_episodes(runs, out / "episodes.csv.gz")  # the raw data: compare --from it rebuilds this report
-    norms = stats.normalisers(runs, curves, score_ranges)
-    scores = stats.normalise(stats.run_scores(runs, curves, final_from_eval=final_from_eval), norms)
+    if runs:
+        curves = curves_frame(runs, n_points=n_points, window=window)
+        write_curves_csv(curves, out / "curves.csv")
+        write_episodes(runs, out / "episodes.csv.gz")  # the raw data: compare --from it rebuilds this report
+        norms = stats.normalisers(runs, curves, score_ranges)
+        raw_scores = stats.run_scores(runs, curves, final_from_eval=final_from_eval)
+    else:
+        curves, raw_scores = tables
+        norms = stats.table_normalisers(raw_scores, curves, score_ranges)
+        write_curves_csv(curves, out / "curves.csv")
+    scores = stats.normalise(raw_scores, norms)
     scores.to_csv(out / "scores.csv", index=False)
 
     per_env = stats.per_env_intervals(scores, reps, seed)
@@ -282,17 +317,17 @@ def build_report(
     curve_pngs = plots.plot_learning_curves(curves, fig_dir, colors, reps, seed)
 
     lines: list[str] = ["# Sample-efficiency comparison", ""]
-    budgets = ", ".join(f"{env}: {b:,}" for env, b in sorted({(r.env, r.budget) for r in runs}))
-    seeds_per = ", ".join(f"{v}: {len({(r.env, r.seed) for r in runs if r.variant == v})} runs" for v in variants)
+    budgets = ", ".join(f"{env}: {int(b):,}" for env, b in sorted({(k[0], k[3]) for k in keys}))
+    seeds_per = ", ".join(f"{v}: {len({(k[0], k[2]) for k in keys if k[1] == v})} runs" for v in variants)
     lines += [
-        f"- Runs read: {len(runs)} ({seeds_per}) from {', '.join(_portable(d, out) for d in run_dirs)}",
+        f"- Runs read: {len(keys)} ({seeds_per}) from {', '.join(_portable(d, out) for d in run_dirs)}",
         f"- Envs: {len(set(scores['env']))}; variants: {', '.join(variants)} (baseline: `{baseline}`)",
         f"- Budget (env steps per run): {budgets}",
         f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
         f"(ranges below), seed {seed}; exact permutation p-values throughout",
-        "- Data: `episodes.csv.gz` (every episode: env,env_id,variant,seed,budget,step,return; `compare --from` it "
-        "rebuilds this report), `curves.csv` (env,variant,seed,step,return), `scores.csv` (per-run final and AUC "
-        "scores), `thresholds.csv`",
+        ("- Data: `episodes.csv.gz` (every episode: env,env_id,variant,seed,budget,step,return; `compare --from` it "
+         "rebuilds this report), " if runs else "- Data: ") + "`curves.csv` (env,variant,seed,step,return), "
+        "`scores.csv` (per-run final and AUC scores), `threshold_ladder.csv`",
     ]
     if final_from_eval:
         n_eval = int((scores["final_source"] == "evaluation").sum())
@@ -402,7 +437,7 @@ def build_report(
     # Sample efficiency.
     lines += ["## Sample efficiency on a fixed threshold ladder", ""]
     ladder = stats.threshold_ladder(curves, norms)
-    ladder.to_csv(out / "thresholds.csv", index=False)
+    ladder.to_csv(out / "threshold_ladder.csv", index=False)
     header = ["env", "variant"] + [f"{int(f * 100)}%" for f in stats.THRESHOLDS]
     rows = []
     for (env, variant), part in ladder.groupby(["env", "variant"], sort=True):
@@ -410,7 +445,7 @@ def build_report(
                  for r in part.sort_values("threshold").itertuples()]
         rows.append([env, variant, *cells])
     lines += ["Env steps until the IQM curve reaches each fraction of the way from the env's normalisation low "
-              "to its high (targets in thresholds.csv; in parentheses, how many runs' own curves get there; "
+              "to its high (targets in threshold_ladder.csv; in parentheses, how many runs' own curves get there; "
               "never: not within the budget).", "", _table(header, rows), ""]
 
     lines += [f"## Sample efficiency: env steps to reach `{baseline}`'s final score (plateau-sensitive)", ""]

@@ -245,7 +245,7 @@ def read_episodes_table(path: str | os.PathLike) -> list[Run]:
     """The runs of a study's ``episodes.csv[.gz]`` (:func:`write_episodes`); ValueError naming what is wrong."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, float_precision="round_trip")
     except Exception as error:  # noqa: BLE001 - pandas/gzip errors: say which file
         raise ValueError(f"unreadable ({type(error).__name__}: {error})") from error
     missing = [c for c in EPISODE_COLUMNS if c not in frame.columns]

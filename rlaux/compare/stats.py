@@ -239,6 +239,29 @@ def normalisers(
     return result
 
 
+def table_normalisers(scores: pd.DataFrame, curves: pd.DataFrame,
+                      score_ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Normaliser]:
+    """:func:`normalisers` for a study kept as tables (scores.csv, curves.csv): ``score_ranges``, else
+    human-normalised Atari, else the range of the env's curve points and final scores."""
+    human_random = atari_human_random()
+    result: dict[str, Normaliser] = {}
+    for env, part in scores.groupby("env", sort=True):
+        family = str(part["family"].iloc[0])
+        game = part["game"].iloc[0]
+        key = game_key(str(game) if isinstance(game, str) else env)
+        if score_ranges and env in score_ranges:
+            low, high = score_ranges[env]
+            result[env] = Normaliser(float(low), float(high), "reference range")
+        elif is_atari(family) and key in human_random:
+            low, high = human_random[key]
+            result[env] = Normaliser(low, high, "human-normalised")
+        else:
+            values = curves.loc[curves["env"] == env, "return"]
+            result[env] = Normaliser(float(min(values.min(), part["final"].min())),
+                                     float(max(values.max(), part["final"].max())), "sweep range")
+    return result
+
+
 def normalise(scores: pd.DataFrame, norms: Mapping[str, Normaliser]) -> pd.DataFrame:
     """Copy of ``scores`` with ``final_norm`` and ``auc_norm`` added."""
     out = scores.copy()

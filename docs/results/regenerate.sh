@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Rebuild every report under docs/results from the data committed beside it (no run folders needed):
+#   bash docs/results/regenerate.sh            (from the repository root, in the project's environment)
+# Studies made before reports wrote episodes.csv.gz are rebuilt from their curves.csv and scores.csv;
+# newer ones from episodes.csv.gz. Each study's README gives its own line.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+compare() { python train_agent.py compare --from "$1" --out "$1" "${@:2}"; }
+compare docs/results/minatar --baseline none
+compare docs/results/minatar-1m --baseline none
+compare docs/results/minatar-1m/pilot --baseline none
+compare docs/results/miniworld --baseline ppo_lstm:none --curve-window 100 --allow-missing-seeds
+compare docs/results/presets/a2c --baseline a2c-before
+compare docs/results/presets/ppo --baseline ppo-before
+compare docs/results/unreal-weights/a2c --baseline none
+compare docs/results/unreal-weights/ppo --baseline none
