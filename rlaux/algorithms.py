@@ -118,6 +118,36 @@ def frame_stack_of(env: VecEnv) -> int:
 AUX_MIN_SEQUENCES = 50
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+#: The checks of the algorithm-level auxiliary settings: name -> (is valid, what is expected). One place, used by
+#: ``AuxAlgorithmMixin.__init__`` and by ``rlaux.run.config`` (before any env is built or file written).
+AUX_SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "aux_replay_capacity": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (steps per env)"),
+    "max_skipped_updates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never stop)"),
+    "aux_clip": (lambda v: isinstance(v, str) and v in GRADIENT_RULES, f"one of {', '.join(GRADIENT_RULES)}"),
+    "aux_max_grad_norm": (_is_positive_number, "a number > 0"),
+    "aux_env_steps_per_sequence": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "aux_every": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "an integer >= 1 or 'auto'"),
+}
+
+
+def aux_setting_problems(**settings: Any) -> list[str]:
+    """One line per invalid algorithm-level aux setting among ``settings`` (names of :data:`AUX_SETTING_CHECKS`)."""
+    problems = []
+    for name, value in settings.items():
+        valid, expected = AUX_SETTING_CHECKS[name]
+        if not valid(value):
+            problems.append(f"{name} must be {expected}, got {value!r}")
+    return problems
+
+
 class AuxAlgorithmMixin:
     """What AuxPPO, AuxA2C and AuxRecurrentPPO add to their SB3 (sb3-contrib) base class.
 
@@ -179,19 +209,13 @@ class AuxAlgorithmMixin:
         # TOML-friendly names work from Python too: features_extractor = "shared_mlp", activation_fn = "tanh".
         policy_kwargs = sb3_policy_kwargs(policy_kwargs or {})
         policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.weights_like, aux_task_kwargs, aux_weighting)
-        if aux_replay_capacity < 2:
-            raise ConfigError(f"aux_replay_capacity must be at least 2 steps per env, got {aux_replay_capacity}")
-        if max_skipped_updates < 0:
-            raise ConfigError(f"max_skipped_updates must be >= 0 (0: never stop), got {max_skipped_updates}")
-        if aux_clip not in GRADIENT_RULES:
-            raise ConfigError(f"unknown aux_clip {aux_clip!r}; valid: {', '.join(GRADIENT_RULES)}")
-        if not aux_max_grad_norm > 0:
-            raise ConfigError(f"aux_max_grad_norm must be > 0, got {aux_max_grad_norm}")
-        if not isinstance(aux_env_steps_per_sequence, int) or aux_env_steps_per_sequence < 1:
-            raise ConfigError(f"aux_env_steps_per_sequence must be an integer >= 1, got {aux_env_steps_per_sequence!r}")
+        problems = aux_setting_problems(aux_replay_capacity=aux_replay_capacity,
+                                        max_skipped_updates=max_skipped_updates, aux_clip=aux_clip,
+                                        aux_max_grad_norm=aux_max_grad_norm,
+                                        aux_env_steps_per_sequence=aux_env_steps_per_sequence, aux_every=aux_every)
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.aux_env_steps_per_sequence = aux_env_steps_per_sequence
-        if aux_every != "auto" and (not isinstance(aux_every, int) or isinstance(aux_every, bool) or aux_every < 1):
-            raise ConfigError(f"aux_every must be an integer >= 1 or 'auto', got {aux_every!r}")
         self.aux_every = aux_every
         self.aux_replay_capacity = aux_replay_capacity
         self.aux_clip = aux_clip

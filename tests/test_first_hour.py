@@ -176,3 +176,17 @@ def test_policy_kwargs_errors_say_what_is_wrong(tmp_path, capsys, value, needle)
     assert main(["--env", "CartPole-v1", "-n", "64", "-params", f"policy_kwargs:{value}", "-f", str(tmp_path / "r")]) == 2
     assert needle in one_line_error(capsys)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("aux_clip=bogus", "aux_clip must be one of"),
+    ("aux_every=0", "aux_every must be an integer >= 1 or 'auto'"),
+    ("aux_max_grad_norm=-1", "aux_max_grad_norm must be a number > 0"),
+    ("aux_env_steps_per_sequence=0", "aux_env_steps_per_sequence must be an integer >= 1"),
+    ("aux_replay_capacity=1", "aux_replay_capacity must be an integer >= 2"),
+])
+def test_bad_algorithm_level_aux_settings_are_refused_before_anything_is_built(tmp_path, capsys, setting, needle):
+    assert main(["--env", "MinAtar", "--aux", "reward_pred", "-n", "1000", "-f", str(tmp_path / "r"),
+                 "-params", setting]) == 2
+    assert needle in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()

@@ -24,7 +24,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.utils import LinearSchedule
 
-from rlaux.algorithms import ALGORITHMS, check_tasks
+from rlaux.algorithms import ALGORITHMS, AUX_SETTING_CHECKS, aux_setting_problems, check_tasks
 from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.networks import sb3_policy_kwargs
@@ -175,7 +175,7 @@ def check_flags(config: RunConfig) -> list[str]:
 #: Keys that flags or rlaux set; a hyperparameter may not name them.
 _RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "aux_tasks", "aux_weights",
              "aux_task_kwargs", "aux_weighting", "_init_setup_model", "max_skipped_updates"}
-_POS_INT = ("n_steps", "batch_size", "n_epochs", "stats_window_size", "sde_sample_freq", "aux_replay_capacity")
+_POS_INT = ("n_steps", "batch_size", "n_epochs", "stats_window_size", "sde_sample_freq")
 _UNIT = ("gamma", "gae_lambda", "rms_prop_eps")
 _NON_NEG = ("ent_coef", "vf_coef", "target_kl")
 _POS_OR_SCHEDULE = ("learning_rate", "clip_range", "clip_range_vf", "max_grad_norm")
@@ -216,6 +216,8 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where} must be true or false")
         elif key == "policy_kwargs" and not isinstance(value, Mapping):
             problems.append(_policy_kwargs_problem(value))
+        elif key in AUX_SETTING_CHECKS and aux_setting_problems(**{key: value}):
+            problems.append(f"hyperparameter {aux_setting_problems(**{key: value})[0]}")
         elif key == "aux_lstm_state_dtype" and value not in LSTM_STATE_DTYPES:
             problems.append(f"{where} must be one of {', '.join(LSTM_STATE_DTYPES)}")
     if algo in ("ppo", "ppo_lstm") and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
