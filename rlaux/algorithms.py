@@ -394,10 +394,28 @@ class AuxAlgorithmMixin:
 
     def learn(self, *args: Any, **kwargs: Any) -> Any:
         """SB3's ``learn``; TensorBoard runs are named after this class (``AuxPPO_1``), not the base's (``PPO_1``),
-        unless ``tb_log_name`` is given."""
+        unless ``tb_log_name`` is given.
+
+        A run that finishes within SB3's first log interval (one PPO update; A2C's first 100) would never
+        write its training scalars (losses, aux metrics): SB3 dumps the log before each update, every
+        ``log_interval`` updates. Such a run dumps the last update's scalars when it ends, at its last step.
+        """
         if len(args) < 4:  # tb_log_name is learn's fourth parameter in SB3 and sb3-contrib
             kwargs.setdefault("tb_log_name", type(self).__name__)
-        return super().learn(*args, **kwargs)  # type: ignore[misc]
+        bound = inspect.signature(super().learn).bind(*args, **kwargs)  # type: ignore[misc]
+        bound.apply_defaults()
+        model = super().learn(*args, **kwargs)  # type: ignore[misc]
+        interval = bound.arguments.get("log_interval")
+        finished = self.num_timesteps >= getattr(self, "_total_timesteps", 0)
+        logger = self.logger
+        if finished and interval and 0 < self.iterations <= interval and logger.name_to_value:
+            # dump() clears the values; they stay readable after learn(), as SB3 leaves them
+            kept = (dict(logger.name_to_value), dict(logger.name_to_count), dict(logger.name_to_excluded))
+            logger.dump(step=self.num_timesteps)
+            logger.name_to_value.update(kept[0])
+            logger.name_to_count.update(kept[1])
+            logger.name_to_excluded.update(kept[2])
+        return model
 
     def request_stop(self) -> None:
         """End the current (or next) ``learn()`` at the next boundary of two iterations, where a

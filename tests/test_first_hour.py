@@ -190,3 +190,17 @@ def test_bad_algorithm_level_aux_settings_are_refused_before_anything_is_built(t
                  "-params", setting]) == 2
     assert needle in one_line_error(capsys)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("algo, steps", [("ppo", "128"), ("a2c", "640")])
+def test_a_run_shorter_than_the_log_interval_still_logs_its_training_scalars(tmp_path, algo, steps):
+    import pandas as pd
+
+    args = ["--env", "MinAtar", "--game", "Breakout", "--algo", algo, "--aux", "reward_pred", "-n", steps,
+            "--n-envs", "2", "-f", str(tmp_path), "--run-name", "short", "--no-progress", "-v", "0", "--device", "cpu"]
+    if algo == "ppo":
+        args += ["-params", "n_steps=64", "batch_size=64", "n_epochs=1"]  # one update, dumped before it by SB3
+    assert main(args) == 0  # A2C: 64 updates of 2 x 5 steps, fewer than its log interval of 100
+    progress = pd.read_csv(tmp_path / "short" / "progress.csv")
+    for column in ("train/value_loss", "aux/reward_pred/loss"):
+        assert column in progress and progress[column].notna().any(), list(progress.columns)
