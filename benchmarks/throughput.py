@@ -35,6 +35,7 @@ import torch as th
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 
+from rawdata import write_raw
 from rlaux.algorithms import ALGORITHMS
 from rlaux.envs import make_vec_env
 from rlaux.networks import without_rlaux_kwargs
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vec-env", default="auto", help="comma list: auto, dummy, subproc, envpool")
     parser.add_argument("--profile", action="store_true", help="split wall time into its parts")
+    parser.add_argument("--out", default=None, metavar="JSON",
+                        help="also write the raw output (machine, versions, commit, every repeat) to JSON")
     args = parser.parse_args()
 
     vec_envs = args.vec_env.split(",")
@@ -185,6 +188,13 @@ def main() -> None:
         for key, seconds in parts.items():
             total = times[key][-1]
             print(f"{key[0]:>12} {key[1]:>8} " + " ".join(f"{seconds.get(n, 0.0) / total:20.0%}" for n in PHASES))
+    write_raw(args.out, "throughput", vars(args), {
+        "runs": [{"variant": v, "vec_env": ve, "repeat": i, "seconds": t, "env_steps": args.timesteps,
+                  "steps_per_second": args.timesteps / t} for (v, ve), ts in times.items() for i, t in enumerate(ts)],
+        "medians_seconds": {f"{v}/{ve}": s for (v, ve), s in medians.items()},
+        "phases_last_repeat_seconds": {f"{v}/{ve}": p for (v, ve), p in parts.items()},
+        "replay_memory": {v: {"bytes_per_step": m[0], "bytes": m[1], "steps": m[2]} for v, m in memory.items()},
+    })
 
 
 if __name__ == "__main__":
