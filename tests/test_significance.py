@@ -142,3 +142,15 @@ def test_missing_seeds_are_refused_before_anything_is_written(tmp_path, capsys):
     assert "--allow-missing-seeds" in capsys.readouterr().err and not out.exists()
     assert main(["compare", "--from", str(runs), "--out", str(out), "--reps", "50", "--allow-missing-seeds"]) == 0
     assert (out / "report.md").is_file()
+
+
+def test_compute_spent_is_read_from_progress_csv(tmp_path):
+    root = sweep(tmp_path / "runs", range(2), variants=("none", "fast"))
+    for seed, (steps, seconds) in enumerate([(100, 10.0), (300, 30.0)]):
+        run = root / f"fast-s{seed}"
+        pd.DataFrame({"time/time_elapsed": [seconds / 2, seconds], "train/n_updates": [steps / 2, steps],
+                      "time/total_timesteps": [5000, 10000]}).to_csv(run / "progress.csv", index=False)
+    text = build_report([str(root)], str(tmp_path / "out"), reps=50).read_text()
+    section = text.split("## Compute spent")[1].split("##")[0]
+    assert "| fast | 2 | 200 | 20 | 500 |" in section  # medians: 200 steps, 20 s; 10,000 env steps / 20 s
+    assert "| none | 2 | not logged | not logged | n/a |" in section

@@ -135,6 +135,26 @@ def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT
     return lines
 
 
+def _compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
+    """What each variant spent, as its runs logged it: optimizer steps and wall time (medians over runs), so
+    that a compute-matched control is described by what it matches and what it does not."""
+    rows = []
+    for variant in variants:
+        mine = [r for r in runs if r.variant == variant]
+        steps = [r.optimizer_steps for r in mine if r.optimizer_steps is not None]
+        walls = [r.wall_seconds for r in mine if r.wall_seconds is not None]
+        budget = np.median([r.budget for r in mine])
+        rows.append([variant, len(mine), f"{np.median(steps):,.0f}" if steps else "not logged",
+                     f"{np.median(walls):,.0f}" if walls else "not logged",
+                     f"{budget / np.median(walls):,.0f}" if walls else "n/a"])
+    return ["## Compute spent (as logged by the runs)", "",
+            "Median over each variant's runs of the optimizer steps (`train/n_updates`) and wall seconds "
+            "(`time/time_elapsed`) at the last logged row. Wall time depends on what else ran on the machine "
+            "(a sweep's parallel workers), so compare it within one sweep only. Encoder passes per env step are "
+            "not logged; docs/benchmarks.md gives them for the default agents.", "",
+            _table(["variant", "runs", "optimizer steps", "wall seconds", "env steps/s"], rows), ""]
+
+
 def _normalisation_sensitivity(scores: pd.DataFrame, variants: Sequence[str], norms: Mapping[str, stats.Normaliser],
                                curves: pd.DataFrame) -> list[str]:
     """The aggregate IQM of each variant under the report's normalisation and two others, so a reader sees
@@ -466,6 +486,9 @@ def build_report(
     envs_without_baseline = sorted(set(scores["env"]) - set(efficiency["env"]))
     if envs_without_baseline:
         lines += [f"No `{baseline}` runs (no target) for: {', '.join(envs_without_baseline)}", ""]
+
+    if runs:
+        lines += _compute_section(runs, variants)
 
     if reference == "atari100k":
         lines += _atari100k_section(scores, variants, out, fig_dir, colors, reps, seed)

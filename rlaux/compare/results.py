@@ -76,6 +76,10 @@ class Run:
     eval_returns: np.ndarray | None = None
     eval_warning: str | None = None
     algo: str = ""  #: the config's ``algo`` ("" if it names none)
+    #: From the run's progress.csv, where it has one: wall seconds (``time/time_elapsed``) and optimizer steps
+    #: (``train/n_updates``) at its last logged row; None where not logged (plain logs, other tools).
+    wall_seconds: float | None = None
+    optimizer_steps: int | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -173,6 +177,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     if not np.all(np.isfinite(returns)):
         raise ValueError("corrupt Monitor csv (non-finite returns)")
     eval_steps, eval_returns, eval_warning = read_evaluations(run_dir)
+    wall_seconds, optimizer_steps = read_compute(run_dir)
     return Run(
         run_dir=run_dir,
         env=env_label(config),
@@ -189,7 +194,24 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         eval_returns=eval_returns,
         eval_warning=eval_warning,
         algo=str(config.get("algo") or ""),
+        wall_seconds=wall_seconds,
+        optimizer_steps=optimizer_steps,
     )
+
+
+def read_compute(run_dir: Path) -> tuple[float | None, int | None]:
+    """(wall seconds, optimizer steps) at the last row of ``progress.csv`` that logs them; Nones if absent.
+    A resumed run's ``time/time_elapsed`` counts from its resume (SB3 restarts the clock)."""
+    path = run_dir / "progress.csv"
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c in ("time/time_elapsed", "train/n_updates"))
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None, None
+    values = []
+    for column, cast in (("time/time_elapsed", float), ("train/n_updates", int)):
+        logged = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+        values.append(cast(logged.iloc[-1]) if len(logged) else None)
+    return values[0], values[1]
 
 
 def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
