@@ -296,8 +296,13 @@ def package_run(
     results = _results(evaluation)
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
 
+    request = dict(config["request"]) if isinstance(config.get("request"), dict) else None
     for local in ("log_dir", "run_dir", "tensorboard_log", "trained_agent"):  # this machine's folders: not published
         config.pop(local, None)
+        if request is not None:
+            request.pop(local, None)
+    if request is not None:
+        config["request"] = request
     config["system_info"] = sb3.get_system_info(print_info=False)[0]
     config["hub"] = {"repo_id": repo_id, "model_file": model_file, "model_choice": target.which,
                      "rlaux_version": _rlaux_version()}

@@ -110,10 +110,13 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so_and_can_sta
     assert len(err.splitlines()) == 1 and "no checkpoint" in err and "--restart" in err, err
 
     config = json.loads((run / "config.json").read_text())
-    config["timesteps"] = 128
-    config["vec_env"] = "dummy"
+    for where in (config, config["request"]):  # the resolved values and the user's own flags
+        where["timesteps"], where["vec_env"] = 128, "dummy"
     (run / "config.json").write_text(json.dumps(config))
     assert main(["--resume", str(run), "--restart", "--no-progress"]) == 0
     assert (run / "final_model.zip").is_file()
-    steps = [line.split(",") for line in (run / "progress.csv").read_text().splitlines()]
-    assert len(steps) == 1 + 128 // (64 * 2)  # the new run's rows only
+    import pandas as pd
+
+    progress = pd.read_csv(run / "progress.csv")
+    assert progress["time/total_timesteps"].dropna().tolist() == [128]  # the new run's rows only
+    assert (run / "attempt-1" / "progress.csv").is_file()  # the first attempt's, moved aside

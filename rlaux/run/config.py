@@ -102,8 +102,13 @@ class ResolvedRun:
         return variant_label(self.aux, flagged, self.aux_weighting)
 
     def to_json(self) -> dict[str, Any]:
+        """``config.json``: the resolved values at the top level (what readers such as ``compare`` use; the
+        flags the user gave where a preset resolves nothing), and under ``request`` the user's own flags
+        exactly as given, which :func:`load_run` rebuilds the :class:`RunConfig` from, so that a resumed or
+        evaluated run keeps its label (weights a preset set are not taken for weights given by flag)."""
         return {
             **asdict(self.config),
+            "request": asdict(self.config),
             "env_id": self.env_spec.env_id,
             "env_spec": self.env_spec.to_dict(),
             "algo": self.algo,
@@ -452,7 +457,9 @@ def load_run(run_dir: str | os.PathLike) -> ResolvedRun:
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: unreadable ({err})") from None
     try:
-        fields = {f: data[f] for f in RunConfig.__dataclass_fields__ if f in data}
+        # The user's own flags (config.json of older runs has only the flat form, resolved values over them).
+        given = data["request"] if isinstance(data.get("request"), dict) else data
+        fields = {f: given[f] for f in RunConfig.__dataclass_fields__ if f in given}
         config = RunConfig(**fields)
         spec = EnvSpec(**data["env_spec"])
         return ResolvedRun(config, spec, data["algo"], list(data["aux"]), dict(data["aux_weights"]),
