@@ -97,5 +97,5 @@ def test_each_rule_reports_whether_a_clip_changed_the_auxiliary_gradient(aux_nor
 
 
 def test_an_unknown_rule_is_one_line():
-    with pytest.raises(ConfigError, match="unknown aux_clip 'bogus'; valid: rl_plus_aux"):
+    with pytest.raises(ConfigError, match="aux_clip must be one of rl_plus_aux, .*, got 'bogus'"):
         model(1.0, aux_clip="bogus")
