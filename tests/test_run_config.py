@@ -34,3 +34,32 @@ def test_a_config_json_of_an_older_run_still_loads(tmp_path):
     path.write_text(json.dumps(flat))
     run = load_run(tmp_path / "runs" / "old")
     assert run.label == "reward_pred" and run.timesteps == 64
+
+
+import pytest  # noqa: E402
+
+BAD_AUX_SETTINGS = [
+    (["--aux", "reward_prd"], "reward_prd"),
+    (["--aux", "reward_pred", "--aux-weight", "reward_pred=-1"], "reward_pred"),
+    (["--aux", "reward_pred", "--aux-weight", "reward_pred=abc"], "abc"),
+    (["--aux", "reward_pred", "--aux-weight", "pixel_control=0.1"], "pixel_control"),
+    (["--aux", "reward_pred", "--aux-weighting", "bogus"], "bogus"),
+    (["--aux", "reward_pred", "--aux-weighting", "value_replay=cosine"], "value_replay"),
+    (["--env", "CartPole-v1", "--aux", "pixel_control"], "pixel_control"),
+    (["--aux", "reward_pred", "-params", "aux_clip=bogus"], "aux_clip"),
+    (["--aux", "reward_pred", "-params", "aux_every=0"], "aux_every"),
+    (["--aux", "reward_pred", "-params", "aux_max_grad_norm=-1"], "aux_max_grad_norm"),
+    (["--aux", "reward_pred", "-params", "aux_env_steps_per_sequence=0"], "aux_env_steps_per_sequence"),
+    (["--aux", "reward_pred", "-params", "aux_replay_capacity=1"], "aux_replay_capacity"),
+    (["--aux", "reward_pred", "-params", "aux_weights=dict(reward_pred=1)"], "aux_weights"),
+    (["--aux", "reward_pred", "--max-skipped-updates", "-1"], "--max-skipped-updates"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BAD_AUX_SETTINGS, ids=[" ".join(a) for a, _ in BAD_AUX_SETTINGS])
+def test_every_bad_aux_setting_is_one_line_before_anything_is_written(tmp_path, capsys, args, needle):
+    full = (["--env", "MinAtar"] if "--env" not in args else []) + args + ["-n", "1000", "-f", str(tmp_path / "r")]
+    assert main(full) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()
