@@ -112,7 +112,7 @@ def frame_stack_of(env: VecEnv) -> int:
 
 
 #: ``aux_every="auto"``: reuse the auxiliary gradient over as many optimizer steps as it takes for each
-#: replaying task to draw at least this many sequences at once, within one epoch (PPO MinAtar unreal,
+#: replaying task to draw at least this many sequences at once, k at most one epoch's minibatches (PPO MinAtar unreal,
 #: 13 sequences a step: 2.13x plain PPO's wall time at k = 1, 1.79x at 3, 1.69x at 4, 1.71-1.73x at
 #: 8 and 16; docs/benchmarks.md).
 AUX_MIN_SEQUENCES = 50
@@ -320,7 +320,9 @@ class AuxAlgorithmMixin:
         if setting != "auto":
             return min(int(setting), steps)
         rate = sequences_per_update(self.env_steps_per_optimizer_step(), self._env_steps_per_sequence)
-        return min(steps // self.n_epochs, math.ceil(AUX_MIN_SEQUENCES / rate))  # never across epochs
+        # k at most one epoch's minibatches: a held gradient is at most one epoch old. The cycles of k run on
+        # across epoch boundaries where k does not divide the minibatches (ppo_lstm on MinAtar: k = 17 of 32).
+        return min(steps // self.n_epochs, math.ceil(AUX_MIN_SEQUENCES / rate))
 
     def env_steps_per_optimizer_step(self) -> float:
         """Env steps collected per optimizer step: a rollout (``n_steps`` x ``n_envs``) over PPO's

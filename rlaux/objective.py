@@ -83,11 +83,12 @@ variance of the auxiliary gradient, not its expected size: the weights keep thei
 With many small optimizer steps (PPO), a fixed cost per auxiliary computation (sampling,
 Python, small kernels) dominated; so the gradient is computed on one step in k of an update
 from k times the sequences and added unchanged on the k - 1 steps after it (``every``;
-``aux_every="auto"`` picks the smallest k that draws at least 50 sequences per task, within
-an epoch). Per env
+``aux_every="auto"`` picks the smallest k that draws at least 50 sequences per task, k at
+most one epoch's minibatches). Per env
 step, the sequences and the expected auxiliary gradient of every step are the same as with
 k = 1; what changes is that steps 2..k add a gradient computed up to k - 1 steps earlier (at
-most one epoch apart, never across updates). Only where the tasks' gradient does not depend
+most one epoch apart, never across updates; a cycle of k may span an epoch boundary where k
+does not divide the minibatches of an epoch). Only where the tasks' gradient does not depend
 on the step itself (``can_reuse_gradient``: no task on SB3's minibatch, no gating weighting).
 The measurements behind 50: docs/benchmarks.md.
 

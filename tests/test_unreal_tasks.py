@@ -463,3 +463,24 @@ def test_n_step_q_loss_stops_before_an_episode_end_it_has_no_frame_for():
     # the last step is left out of the loss: only steps 0 and 1 (q_taken = 0 there)
     expected = 0.5 * (targets[0, 0, 0] ** 2 + targets[0, 1, 0] ** 2) / 2
     assert loss.item() == pytest.approx(expected.item())
+
+
+def test_feature_control_target_moves_once_per_optimizer_step_when_a_batch_is_reused(filled_minatar_model):
+    """With aux_every = k a loss is computed once for k optimizer steps: the target moves by k EMA steps,
+    1 - (1 - tau)^k of the way, and its step counter counts k."""
+    model = filled_minatar_model
+    task = next(t for t in model.aux_tasks if t.name == "feature_control")
+    head = model.policy.aux_head("feature_control")
+    saved_steps, saved_state = task.steps_per_batch, {k: v.clone() for k, v in head.state_dict().items()}
+    try:
+        task.steps_per_batch = 3
+        online = model.policy.encoder.conv[0].weight.detach().clone()
+        before, calls = head.target[0].weight.detach().clone(), int(head.calls)
+        task.loss(model.policy, head, model.aux_replay.sample(task.replay_request()))
+        after = head.target[0].weight.detach()
+        expected = before + (1.0 - (1.0 - task.tau) ** 3) * (online - before)
+        assert int(head.calls) == calls + 3
+        assert th.allclose(after, expected, atol=1e-6)
+    finally:
+        task.steps_per_batch = saved_steps
+        head.load_state_dict(saved_state)

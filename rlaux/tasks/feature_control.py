@@ -14,8 +14,9 @@ The controlled features come from a slowly updated *target* copy of the conv
 trunk (the paper's authors found that necessary), not from the encoder being
 trained: otherwise the encoder could earn pseudo-reward by rescaling itself.
 Update rule, chosen: an exponential moving average, target <- (1 - tau) target +
-tau online, applied every ``target_update_interval`` loss computations (i.e.
-optimizer steps, just before the step), with tau = 0.01 by default, a time
+tau online, applied every ``target_update_interval`` optimizer steps (just before the step; a
+batch reused over k steps by ``aux_every`` counts k, and moves the target as k EMA steps at
+once, 1 - (1 - tau)^k), with tau = 0.01 by default, a time
 constant of ~100 optimizer steps (~6 PPO rollouts with SB3's Atari settings).
 ``tau=1`` with an interval N is a hard copy every N steps.
 
@@ -70,7 +71,7 @@ class FeatureControl(AuxTask):
 
     :param gamma: the control policies' discount (as pixel control: 0.9).
     :param tau: EMA rate of the target conv trunk (1: hard copy).
-    :param target_update_interval: loss computations (optimizer steps) between target updates.
+    :param target_update_interval: optimizer steps between target updates (a reused batch counts its k steps).
     :param hidden: width of the Q head's hidden layer (0: none).
     :param seq_len: steps per replayed sequence.
     :param batch_size: sequences per optimizer step; None (default): one per ``env_steps_per_sequence``
@@ -114,7 +115,9 @@ class FeatureControl(AuxTask):
             raise ConfigError(f"aux task '{self.name}' needs a Discrete action space (Q-learning), got {action_space}")
 
     def replay_request(self) -> ReplayRequest:
-        # Equal to pixel control's request, so the two share one batch and its encoder pass.
+        # Equal to pixel control's request for a feed-forward policy, so the two share one batch and its encoder
+        # pass. With a recurrent policy pixel control also asks for the LSTM window (it reads the LSTM output)
+        # while feature control reads the encoder alone, so the two sample apart there.
         return ReplayRequest(
             seq_len=self.seq_len, batch_size=self.sequences, next_obs=True, allow_episode_end=True, min_len=1
         )
@@ -145,9 +148,13 @@ class FeatureControl(AuxTask):
         q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, K, A]
         q = q.transpose(2, 3)  # [B, T+1, A, K]: actions on dim 2 as n_step_q_loss expects
         loss, _, _ = n_step_q_loss(q, batch.actions, rewards, batch.dones, self.gamma, batch.mask)
-        head.calls += 1
-        if int(head.calls) % self.target_update_interval == 0:
-            update_target(head.target, task_conv_trunk(self.name, policy.encoder), self.tau)
+        # Counted in optimizer steps: a batch reused over k steps (aux_every) stands for k of them, so the
+        # target moves as k EMA steps toward the same online trunk, 1 - (1 - tau)^k, not one.
+        before = int(head.calls)
+        head.calls += self.steps_per_batch
+        due = int(head.calls) // self.target_update_interval - before // self.target_update_interval
+        if due:
+            update_target(head.target, task_conv_trunk(self.name, policy.encoder), 1.0 - (1.0 - self.tau) ** due)
         metrics = {
             "mean_max_q": masked_mean(q[:, :-1].detach().max(dim=2).values, batch.mask),
             "mean_pseudo_reward": masked_mean(rewards, batch.mask * (1 - batch.dones)),
