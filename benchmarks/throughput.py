@@ -32,10 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch as th
+from rawdata import write_raw
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 
-from rawdata import write_raw
 from rlaux.algorithms import ALGORITHMS
 from rlaux.envs import make_vec_env
 from rlaux.networks import without_rlaux_kwargs

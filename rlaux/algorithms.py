@@ -47,13 +47,13 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack
 
 from rlaux.errors import ConfigError
-from rlaux.networks import SharedMLP, sb3_policy_kwargs
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
+from rlaux.networks import SharedMLP, sb3_policy_kwargs
 from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard, can_reuse_gradient
 from rlaux.policy import (
     AuxActorCriticCnnPolicy,

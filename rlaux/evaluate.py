@@ -60,10 +60,15 @@ import numpy as np
 import torch
 from gymnasium.wrappers import RecordVideo
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlaux.algorithms import ALGORITHMS, evaluation_reward_feeder
-from rlaux.envs import EnvSpec, atari_wrapper_kwargs, make_vec_env, resolve_env
+from rlaux.envs import EnvSpec, make_vec_env, resolve_env
+from rlaux.envs.evaluation import (
+    DEFAULT_MAX_EPISODE_STEPS,
+    EvaluationProgress,
+    atari_frame_skip,
+    default_max_episode_steps,
+)
 from rlaux.errors import ConfigError, import_optional
 from rlaux.run import DEVICES
 from rlaux.run.checkpoint import checkpoint_dirs
@@ -234,13 +239,6 @@ def _require_moviepy() -> None:
 # ------------------------------------------------------------------ evaluation
 
 
-def atari_frame_skip(spec: EnvSpec) -> int | None:
-    """Emulator frames per agent step of an Atari spec (None for other kinds)."""
-    if spec.kind != "atari":
-        return None
-    return int(atari_wrapper_kwargs(spec, False).get("frame_skip", 4))
-
-
 def summarize(returns: Sequence[float]) -> dict[str, float]:
     """Mean, std, median, min, max and number of the episode returns."""
     r = np.asarray(returns, dtype=np.float64)
@@ -252,70 +250,6 @@ def summary_line(stats: dict[str, float]) -> str:
     """The one line a summary is printed as."""
     return (f"return {stats['mean']:.2f} ± {stats['std']:.2f}, median {stats['median']:.2f}, "
             f"min {stats['min']:.2f}, max {stats['max']:.2f} over {stats['episodes']} episodes")
-
-
-#: Agent steps an evaluation episode may last by default (``--max-episode-steps``), by env kind.
-DEFAULT_MAX_EPISODE_STEPS = {"atari": 4_500}
-#: ... and for every other kind.
-FALLBACK_MAX_EPISODE_STEPS = 27_000
-#: Seconds between two progress lines while no episode ends.
-PROGRESS_EVERY_S = 10.0
-
-
-def default_max_episode_steps(spec: EnvSpec) -> int:
-    """The default cap of an evaluation episode, in agent steps (see the module docstring)."""
-    return DEFAULT_MAX_EPISODE_STEPS.get(spec.kind, FALLBACK_MAX_EPISODE_STEPS)
-
-
-class EvaluationProgress(VecEnvWrapper):
-    """Prints each finished episode (return, agent steps, whether the cap ended it) and, every
-    ``every_s`` seconds without one, the steps and running return of the episodes under way.
-
-    Reads only what the VecEnv returns: ``info["episode"]`` (SB3's Monitor) and SB3's
-    ``info["TimeLimit.truncated"]``. ``capped``: the number of episodes the cap ended so far.
-    """
-
-    def __init__(self, venv: VecEnv, episodes: int, max_episode_steps: int | None, every_s: float = PROGRESS_EVERY_S,
-                 print_fn: Any = print) -> None:
-        super().__init__(venv)
-        self.episodes, self.cap, self.every_s, self.print = episodes, max_episode_steps, every_s, print_fn
-        self.done = 0
-        self.capped = 0
-        self._returns: list[float] = []
-        self._running = np.zeros(venv.num_envs)
-        self._steps = np.zeros(venv.num_envs, dtype=np.int64)
-        self._last = time.perf_counter()
-
-    def reset(self) -> Any:
-        self._running[:] = 0.0
-        self._steps[:] = 0
-        return self.venv.reset()
-
-    def step_wait(self) -> Any:
-        obs, rewards, dones, infos = self.venv.step_wait()
-        self._running += rewards
-        self._steps += 1
-        now = time.perf_counter()
-        for i, (done, info) in enumerate(zip(dones, infos)):
-            if not done or "episode" not in info:
-                continue
-            length = int(info["episode"]["l"])
-            by_cap = bool(self.cap) and bool(info.get("TimeLimit.truncated")) and length >= self.cap
-            self.capped += by_cap
-            self._running[i], self._steps[i] = 0.0, 0
-            if self.done < self.episodes:
-                self.done += 1
-                self._returns.append(float(info["episode"]["r"]))
-                self.print(f"episode {self.done}/{self.episodes}: return {self._returns[-1]:.2f}, {length} agent steps"
-                           f"{' (ended by the cap, --max-episode-steps)' if by_cap else ''}; "
-                           f"mean so far {np.mean(self._returns):.2f}", flush=True)
-                self._last = now
-        if now - self._last >= self.every_s and self.done < self.episodes:
-            self.print(f"  ... {self.done}/{self.episodes} episodes done; under way: {int(self._steps.max())} agent "
-                       f"steps{f' of at most {self.cap}' if self.cap else ''}, return so far "
-                       f"{float(self._running[int(self._steps.argmax())]):.2f}", flush=True)
-            self._last = now
-        return obs, rewards, dones, infos
 
 
 def stall_note(capped: int, episodes: int, cap: int, deterministic: bool) -> str | None:

@@ -13,7 +13,8 @@ import pytest
 import scipy.stats
 
 from rlaux.compare import significance as sig
-from rlaux.compare.report import build_report, comparisons, verdict_lines
+from rlaux.compare.claims import comparisons, verdict_lines
+from rlaux.compare.report import build_report
 from rlaux.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -16,7 +16,6 @@ from rlaux.run import RunConfig, resume, train
 from rlaux.run.tracking import Tracking
 from rlaux.tasks import available as available_tasks
 
-
 #: One line for each subcommand, in ``--help``.
 SUBCOMMANDS = {
     "train": "train an agent, or --resume a run (default when no subcommand is given)",

@@ -1,7 +1,11 @@
 """Compare sample efficiency of variants: read runs, aggregate with rliable, plot, report, sweep.
 
-Submodules: :mod:`~rlaux.compare.results` (run folders -> learning curves),
-:mod:`~rlaux.compare.stats` (IQM, bootstrap CIs, normalisation, sample efficiency),
+Submodules: :mod:`~rlaux.compare.runs` (a run as compare reads it), :mod:`~rlaux.compare.results`
+(run folders -> learning curves), :mod:`~rlaux.compare.plain_logs` (a study's episodes.csv.gz, other
+tools' logs through manifest.csv), :mod:`~rlaux.compare.stats` (IQM, bootstrap CIs, normalisation,
+sample efficiency, the threshold ladder), :mod:`~rlaux.compare.significance` (exact p-values, Holm),
+:mod:`~rlaux.compare.claims` (comparisons and verdicts, what a report may claim),
+:mod:`~rlaux.compare.markdown` (number and table formats),
 :mod:`~rlaux.compare.plots` (PNG figures), :mod:`~rlaux.compare.report` (Markdown report),
 :mod:`~rlaux.compare.sweep` (run a grid of trainings), :mod:`~rlaux.compare.study` (plan a
 study, run its sweep with progress lines, report and summarise; what ``train_agent.py
@@ -19,6 +23,9 @@ _EXPORTS = {
     "load_runs": "rlaux.compare.results",
     "curves_frame": "rlaux.compare.results",
     "write_curves_csv": "rlaux.compare.results",
+    "write_episodes": "rlaux.compare.plain_logs",
+    "comparisons": "rlaux.compare.claims",
+    "verdict_lines": "rlaux.compare.claims",
     "run_sweep": "rlaux.compare.sweep",
     "SweepGrid": "rlaux.compare.sweep",
     "SweepJob": "rlaux.compare.sweep",

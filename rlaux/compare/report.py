@@ -10,6 +10,16 @@ import numpy as np
 import pandas as pd
 
 from rlaux.compare import plots, significance, stats
+from rlaux.compare.claims import (
+    check_seeds,
+    comparisons,
+    compute_section,
+    normalisation_sensitivity,
+    read_tables,
+    verdict_lines,
+)
+from rlaux.compare.markdown import fmt, interval, p_value, spread, table
+from rlaux.compare.plain_logs import write_episodes
 from rlaux.compare.results import (
     DEFAULT_CURVE_WINDOW,
     curves_frame,
@@ -17,7 +27,6 @@ from rlaux.compare.results import (
     short_dir,
     split_algorithm,
     write_curves_csv,
-    write_episodes,
 )
 from rlaux.errors import ConfigError
 
@@ -48,146 +57,6 @@ variant that passes it later reads as slower although it ends higher.
 """
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _interval(point: float, low: float, high: float, digits: int = 3, ranged: bool = False) -> str:
-    if ranged:
-        return f"{_fmt(point, digits)} (range {_fmt(low, digits)} to {_fmt(high, digits)})"
-    return f"{_fmt(point, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
-
-
-def _spread(point: float, low: float, high: float, lowest: float, highest: float, runs: int) -> str:
-    """``point [low, high]`` (a 95% CI) from enough runs, else ``point (range lowest to highest)``."""
-    if significance.enough_runs(runs):
-        return _interval(point, low, high)
-    return f"{_fmt(point)} (range {_fmt(lowest)} to {_fmt(highest)})"
-
-
-def _p(p: float, exact: bool) -> str:
-    text = f"{p:.3g}" if p >= 0.001 else f"{p:.1e}"
-    return text if exact else f"{text} (Monte Carlo)"
-
-
-def comparisons(scores: pd.DataFrame, baseline: str, column: str = "final") -> dict[str, object]:
-    """Every variant against ``baseline`` on ``column``: the stratified exact test over the envs both have
-    (``aggregate``: {variant: {...}}, Holm-adjusted over the variants) and one exact test per env
-    (``per_env``: a list, Holm-adjusted over all of them); see :mod:`rlaux.compare.significance`."""
-    variants = [v for v in dict.fromkeys(scores["variant"]) if v != baseline]
-    per_env: list[dict[str, object]] = []
-    aggregate: dict[str, dict[str, object]] = {}
-    for variant in variants:
-        pairs = []
-        for env in sorted(set(scores.loc[scores["variant"] == variant, "env"])):
-            x = scores.loc[(scores["env"] == env) & (scores["variant"] == variant), column].to_numpy(dtype=float)
-            y = scores.loc[(scores["env"] == env) & (scores["variant"] == baseline), column].to_numpy(dtype=float)
-            if len(x) and len(y):
-                pairs.append((x, y))
-                prob, p, exact = significance.exact_test(x, y)
-                per_env.append({"env": env, "variant": variant, "runs": len(x), "baseline_runs": len(y),
-                                "p_improvement": prob, "p": p, "exact": exact})
-        if pairs:
-            prob, p, exact = significance.stratified_exact_test(pairs)
-            aggregate[variant] = {"runs": min(len(x) for x, _ in pairs), "baseline_runs": min(len(y) for _, y in pairs),
-                                  "envs": len(pairs), "p_improvement": prob, "p": p, "exact": exact}
-    for family in (per_env, list(aggregate.values())):
-        adjusted = significance.holm({str(i): float(t["p"]) for i, t in enumerate(family)})
-        for i, t in enumerate(family):
-            t["p_holm"] = adjusted[str(i)]
-            t["verdict"] = significance.verdict(float(t["p_holm"]), float(t["p_improvement"]))
-    return {"aggregate": aggregate, "per_env": per_env}
-
-
-def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT_REPS,
-                  seed: int = stats.DEFAULT_SEED) -> list[str]:
-    """One line per variant against ``baseline``: P(improvement) with its exact and Holm-adjusted p-values and
-    run counts, the verdict, and the aggregate IQM of the normalised final score with its 95% CI (5+ runs)
-    or range (fewer). ``scores``: a report's scores.csv."""
-    tests = comparisons(scores, baseline)["aggregate"]
-    variants = [baseline, *tests]
-    matrices, envs, _ = stats.score_matrices(scores, "final_norm", variants)
-    matrices = {v: m for v, m in matrices.items() if m.size}
-    few = not matrices or not significance.enough_runs(*(m.shape[0] for m in matrices.values()))
-    if few:
-        point, spread = stats.aggregate_ranges(matrices)
-        iqms = {v: (point[v][1], spread[v][0, 1], spread[v][1, 1]) for v in matrices}
-    else:
-        iqms = stats.iqm_intervals(matrices, reps, seed)
-    kind = "ranges over seeds" if few else "95% CIs"
-    lines = []
-    for v in variants:
-        agg = (f"aggregate IQM {_interval(*iqms[v], ranged=few)}" if v in iqms else "no aggregate (envs differ)")
-        if v == baseline:
-            lines.append(f"{v} (baseline): {agg}")
-            continue
-        t = tests[v]
-        lines.append(f"{v} vs {baseline}: {t['verdict']}; P({v} > {baseline}) = {_fmt(t['p_improvement'])}, exact p = "
-                     f"{_p(t['p'], t['exact'])} (Holm over {len(tests)}: {_p(t['p_holm'], True)}), {t['runs']} vs "
-                     f"{t['baseline_runs']} runs x {t['envs']} env(s); {agg}")
-    if few and matrices:
-        lines.append(f"(fewer than {significance.MIN_RUNS_FOR_CI} runs a variant: {kind}, not 95% intervals; "
-                     "the exact p-values hold at any count)")
-    return lines
-
-
-def _compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
-    """What each variant spent, as its runs logged it: optimizer steps and wall time (medians over runs), so
-    that a compute-matched control is described by what it matches and what it does not."""
-    rows = []
-    for variant in variants:
-        mine = [r for r in runs if r.variant == variant]
-        steps = [r.optimizer_steps for r in mine if r.optimizer_steps is not None]
-        walls = [r.wall_seconds for r in mine if r.wall_seconds is not None]
-        budget = np.median([r.budget for r in mine])
-        rows.append([variant, len(mine), f"{np.median(steps):,.0f}" if steps else "not logged",
-                     f"{np.median(walls):,.0f}" if walls else "not logged",
-                     f"{budget / np.median(walls):,.0f}" if walls else "n/a"])
-    return ["## Compute spent (as logged by the runs)", "",
-            "Median over each variant's runs of the optimizer steps (`train/n_updates`) and wall seconds "
-            "(`time/time_elapsed`) at the last logged row. Wall time depends on what else ran on the machine "
-            "(a sweep's parallel workers), so compare it within one sweep only. Encoder passes per env step are "
-            "not logged; docs/benchmarks.md gives them for the default agents.", "",
-            _table(["variant", "runs", "optimizer steps", "wall seconds", "env steps/s"], rows), ""]
-
-
-def _normalisation_sensitivity(scores: pd.DataFrame, variants: Sequence[str], norms: Mapping[str, stats.Normaliser],
-                               curves: pd.DataFrame) -> list[str]:
-    """The aggregate IQM of each variant under the report's normalisation and two others, so a reader sees
-    how much the aggregate owes to the choice."""
-    options: dict[str, Mapping[str, stats.Normaliser]] = {f"this report's ({'; '.join(sorted({n.method for n in norms.values()}))})": norms}
-    sweep = {}
-    base_final = {}
-    for env in sorted(set(scores["env"])):
-        values = curves.loc[curves["env"] == env, "return"]
-        finals = scores.loc[scores["env"] == env, "final"]
-        sweep[env] = stats.Normaliser(float(min(values.min(), finals.min())), float(max(values.max(), finals.max())),
-                                      "sweep range")
-        base = scores.loc[(scores["env"] == env) & (scores["variant"] == variants[0]), "final"].to_numpy(dtype=float)
-        low = float(min(values.min(), finals.min()))
-        base_final[env] = stats.Normaliser(low, stats.iqm(base) if len(base) else low + 1.0, "baseline final")
-    if {n.method for n in norms.values()} != {"sweep range"}:
-        options["sweep range (min to max of every curve point and final score)"] = sweep
-    options[f"random-to-baseline (low of the sweep to `{variants[0]}`'s final IQM)"] = base_final
-    rows = []
-    for name, option in options.items():
-        normed = stats.normalise(scores[["env", "variant", "seed", "final", "auc"]], option)
-        matrices, _, _ = stats.score_matrices(normed, "final_norm", variants)
-        rows.append([name, *[_fmt(stats.iqm(matrices[v])) if matrices[v].size else "n/a" for v in variants]])
-    return ["How the aggregate IQM of the normalised final score moves with the normalisation:", "",
-            _table(["normalisation", *variants], rows), ""]
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _image(path: Path, out_dir: Path, alt: str) -> str:
     return f"![{alt}]({path.relative_to(out_dir).as_posix()})"
 
@@ -199,49 +68,6 @@ def _portable(run_dir: str | Path, out_dir: Path) -> str:
     if path.is_relative_to(out):
         return path.relative_to(out).as_posix() or "."
     return short_dir(path, parts=2)
-
-
-def read_tables(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(curves, scores) of one study folder that keeps only its ``curves.csv`` and ``scores.csv`` (studies made
-    before reports wrote ``episodes.csv.gz``), or None where ``folders`` is not one such folder."""
-    if len(folders) != 1 or not Path(folders[0]).is_dir():
-        return None
-    folder = Path(folders[0])
-    if not ((folder / "curves.csv").is_file() and (folder / "scores.csv").is_file()):
-        return None
-    curves = pd.read_csv(folder / "curves.csv", float_precision="round_trip")
-    scores = pd.read_csv(folder / "scores.csv", float_precision="round_trip")
-    need = {"curves.csv": (curves, ["env", "variant", "seed", "step", "return"]),
-            "scores.csv": (scores, ["env", "family", "game", "variant", "seed", "budget", "final", "auc"])}
-    for name, (frame, columns) in need.items():
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ConfigError(f"{folder / name}: lacks columns {', '.join(missing)}")
-    scores = scores.drop(columns=[c for c in ("final_norm", "auc_norm") if c in scores.columns])
-    if "final_train" not in scores.columns:
-        scores["final_train"] = scores["final"]
-    return curves, scores
-
-
-def check_seeds(keys: Sequence[tuple], baseline: str) -> None:
-    """ConfigError naming every (env, variant) whose seeds differ from the baseline's in that env: a
-    comparison over unequal seed sets is not the one the report's tests assume. ``keys``: (env, variant,
-    seed, ...) of each run."""
-    seeds: dict[tuple[str, str], set[int]] = {}
-    for env, variant, seed, *_ in keys:
-        seeds.setdefault((env, variant), set()).add(int(seed))
-    problems = []
-    for (env, variant), have in sorted(seeds.items()):
-        want = seeds.get((env, baseline))
-        if variant == baseline or want is None or have == want:
-            continue
-        missing, extra = sorted(want - have), sorted(have - want)
-        parts = ([f"lacks seeds {missing}"] if missing else []) + ([f"has seeds {extra} that {baseline} lacks"]
-                                                                   if extra else [])
-        problems.append(f"{variant} on {env} {' and '.join(parts)}")
-    if problems:
-        raise ConfigError(f"seeds differ from {baseline}'s: {'; '.join(problems)}; finish those runs, or give "
-                          "--allow-missing-seeds to report the runs there are")
 
 
 def resolve_baseline(baseline: str, variants: Sequence[str]) -> str:
@@ -372,12 +198,12 @@ def build_report(
             row.env,
             row.variant,
             row.n_seeds,
-            _spread(row.final_iqm, row.final_low, row.final_high, row.final_min, row.final_max, row.n_seeds),
-            _spread(row.auc_iqm, row.auc_low, row.auc_high, row.auc_min, row.auc_max, row.n_seeds),
+            spread(row.final_iqm, row.final_low, row.final_high, row.final_min, row.final_max, row.n_seeds),
+            spread(row.auc_iqm, row.auc_low, row.auc_high, row.auc_min, row.auc_max, row.n_seeds),
         ]
         for row in per_env.itertuples()
     ]
-    lines += [_table(["env", "variant", "seeds", "final score IQM [interval]", "AUC score IQM [interval]"], rows), ""]
+    lines += [table(["env", "variant", "seeds", "final score IQM [interval]", "AUC score IQM [interval]"], rows), ""]
     smallest = int(per_env["n_seeds"].min())
     lines += [f"[a, b]: 95% bootstrap CI ({significance.MIN_RUNS_FOR_CI}+ runs); range a to b: the lowest and "
               "highest run (fewer runs). " + (significance.spread_note(smallest) if smallest < significance.MIN_RUNS_FOR_CI
@@ -387,8 +213,8 @@ def build_report(
 
     # Normalisation table.
     lines += ["## Normalisation", ""]
-    rows = [[env, n.method, _fmt(n.low), _fmt(n.high)] for env, n in sorted(norms.items())]
-    lines += [_table(["env", "method", "low (score 0)", "high (score 1)"], rows), ""]
+    rows = [[env, n.method, fmt(n.low), fmt(n.high)] for env, n in sorted(norms.items())]
+    lines += [table(["env", "method", "low (score 0)", "high (score 1)"], rows), ""]
 
     # Aggregate across envs.
     lines += [f"## Aggregate over {len(envs)} env(s): normalised final score", ""]
@@ -404,12 +230,12 @@ def build_report(
             auc_iqm = stats.iqm_intervals(auc_norm, reps, seed)
         rows = []
         for v in final_norm:
-            cells = [_interval(point[v][i], ci[v][0, i], ci[v][1, i], ranged=few)
+            cells = [interval(point[v][i], ci[v][0, i], ci[v][1, i], ranged=few)
                      for i in range(len(stats.AGGREGATE_METRICS))]
             rows.append([v, f"{final_norm[v].shape[0]} x {final_norm[v].shape[1]}", *cells,
-                         _interval(*auc_iqm[v], ranged=few)])
+                         interval(*auc_iqm[v], ranged=few)])
         headers = ["variant", "runs x envs", *stats.AGGREGATE_METRICS, "AUC IQM"]
-        lines += [_table(headers, rows), ""]
+        lines += [table(headers, rows), ""]
         if few:
             smallest = min(m.shape[0] for m in final_norm.values())
             lines += [significance.spread_note(smallest) + " Here a range is that of the metric computed on each "
@@ -420,7 +246,7 @@ def build_report(
             point, ci, fig_dir / "aggregate_intervals.png", colors=colors,
             xlabel="Normalised score (bars: " + ("range over seeds)" if few else "95% CI)"))
         lines += [_image(agg_png, out, "aggregate intervals"), ""]
-        lines += _normalisation_sensitivity(scores, variants, norms, curves)
+        lines += normalisation_sensitivity(scores, variants, norms, curves)
         taus, profiles, profile_cis = stats.performance_profiles(final_norm, reps=reps, seed=seed)
         prof_png = plots.plot_performance_profile(
             taus, profiles, profile_cis, fig_dir / "performance_profile.png", colors=colors
@@ -438,16 +264,16 @@ def build_report(
         rows = []
         for v, t in tests["aggregate"].items():
             shown = v in poi and significance.enough_runs(t["runs"], t["baseline_runs"])
-            ci = f"[{_fmt(poi[v][1])}, {_fmt(poi[v][2])}]" if shown else f"n/a (< {significance.MIN_RUNS_FOR_CI} runs)"
-            rows.append([v, f"{t['runs']} vs {t['baseline_runs']} x {t['envs']}", _fmt(t["p_improvement"]), ci,
-                         _p(t["p"], t["exact"]), _p(t["p_holm"], True), t["verdict"]])
-        lines += [_table(["variant", "runs x envs", f"P(variant > {baseline})", "95% bootstrap CI", "exact p",
+            ci = f"[{fmt(poi[v][1])}, {fmt(poi[v][2])}]" if shown else f"n/a (< {significance.MIN_RUNS_FOR_CI} runs)"
+            rows.append([v, f"{t['runs']} vs {t['baseline_runs']} x {t['envs']}", fmt(t["p_improvement"]), ci,
+                         p_value(t["p"], t["exact"]), p_value(t["p_holm"], True), t["verdict"]])
+        lines += [table(["variant", "runs x envs", f"P(variant > {baseline})", "95% bootstrap CI", "exact p",
                           f"Holm p ({len(tests['aggregate'])} variants)", "verdict"], rows), ""]
         per_env_tests = tests["per_env"]
         lines += [f"Per env ({len(per_env_tests)} comparisons in this report; Holm-adjusted over all of them):", ""]
-        rows = [[t["env"], t["variant"], f"{t['runs']} vs {t['baseline_runs']}", _fmt(t["p_improvement"]),
-                 _p(t["p"], t["exact"]), _p(t["p_holm"], True), t["verdict"]] for t in per_env_tests]
-        lines += [_table(["env", "variant", "runs", f"P(variant > {baseline})", "exact p", "Holm p", "verdict"],
+        rows = [[t["env"], t["variant"], f"{t['runs']} vs {t['baseline_runs']}", fmt(t["p_improvement"]),
+                 p_value(t["p"], t["exact"]), p_value(t["p_holm"], True), t["verdict"]] for t in per_env_tests]
+        lines += [table(["env", "variant", "runs", f"P(variant > {baseline})", "exact p", "Holm p", "verdict"],
                          rows), ""]
         lines += ["verdict: higher or lower where the (Holm-adjusted, for per-env rows) p-value is below 0.05, "
                   "else level (no evidence either way, not evidence of no difference).", ""]
@@ -466,7 +292,7 @@ def build_report(
         rows.append([env, variant, *cells])
     lines += ["Env steps until the IQM curve reaches each fraction of the way from the env's normalisation low "
               "to its high (targets in threshold_ladder.csv; in parentheses, how many runs' own curves get there; "
-              "never: not within the budget).", "", _table(header, rows), ""]
+              "never: not within the budget).", "", table(header, rows), ""]
 
     lines += [f"## Sample efficiency: env steps to reach `{baseline}`'s final score (plateau-sensitive)", ""]
     efficiency = stats.sample_efficiency(curves, scores, baseline)
@@ -477,18 +303,18 @@ def build_report(
             [
                 row.env,
                 row.variant,
-                _fmt(row.target),
+                fmt(row.target),
                 f"{row.steps:,.0f}" if reached else "not reached",
                 f"{row.ratio:.2f}x" if reached else "not reached",
             ]
         )
-    lines += [_table(["env", "variant", "target (baseline final IQM)", "steps", f"ratio to {baseline}"], rows), ""]
+    lines += [table(["env", "variant", "target (baseline final IQM)", "steps", f"ratio to {baseline}"], rows), ""]
     envs_without_baseline = sorted(set(scores["env"]) - set(efficiency["env"]))
     if envs_without_baseline:
         lines += [f"No `{baseline}` runs (no target) for: {', '.join(envs_without_baseline)}", ""]
 
     if runs:
-        lines += _compute_section(runs, variants)
+        lines += compute_section(runs, variants)
 
     if reference == "atari100k":
         lines += _atari100k_section(scores, variants, out, fig_dir, colors, reps, seed)
@@ -538,15 +364,15 @@ def _atari100k_section(
         lines += [f"Our games outside the Atari 100k set (left out here): {', '.join(outside)}", ""]
     matrices.update(reference)
     iqms = stats.iqm_intervals(matrices, reps, seed)
-    rows = [[name, f"{m.shape[0]} x {m.shape[1]}", _interval(*iqms[name])] for name, m in matrices.items()]
-    lines += [_table(["agent", "runs x games", "IQM [95% CI]"], rows), ""]
+    rows = [[name, f"{m.shape[0]} x {m.shape[1]}", interval(*iqms[name])] for name, m in matrices.items()]
+    lines += [table(["agent", "runs x games", "IQM [95% CI]"], rows), ""]
     colors = dict(colors)
     colors.update({f"ours: {v}": colors[v] for v in variants})
     point = {name: np.array([iqms[name][0]]) for name in matrices}
-    interval = {name: np.array([[iqms[name][1]], [iqms[name][2]]]) for name in matrices}
+    bounds = {name: np.array([[iqms[name][1]], [iqms[name][2]]]) for name in matrices}
     png = plots.plot_aggregate_intervals(
         point,
-        interval,
+        bounds,
         fig_dir / "atari100k_iqm.png",
         metric_names=["IQM"],
         colors=colors,

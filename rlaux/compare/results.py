@@ -38,7 +38,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,13 @@ import numpy as np
 import pandas as pd
 
 import rlaux.tasks
+from rlaux.compare.plain_logs import (
+    MANIFEST,
+    find_plain_logs,
+    read_episodes_table,
+    read_manifest,
+)
+from rlaux.compare.runs import LoadedRuns, Run, short_dir
 from rlaux.errors import ConfigError
 
 #: Finished episodes averaged into each point of a learning curve (``compare --curve-window``).
@@ -55,43 +61,6 @@ CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
 
 #: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
 ALGO_SEPARATOR = ":"
-
-
-@dataclass
-class Run:
-    """One training run: its key, its budget and its raw episodes (end step, return)."""
-
-    run_dir: Path
-    env: str
-    family: str
-    game: str | None
-    variant: str
-    seed: int
-    budget: int
-    episode_steps: np.ndarray
-    episode_returns: np.ndarray
-    config: dict[str, Any] = field(default_factory=dict)
-    finished: bool = True
-    eval_steps: np.ndarray | None = None
-    eval_returns: np.ndarray | None = None
-    eval_warning: str | None = None
-    algo: str = ""  #: the config's ``algo`` ("" if it names none)
-    #: From the run's progress.csv, where it has one: wall seconds (``time/time_elapsed``) and optimizer steps
-    #: (``train/n_updates``) at its last logged row; None where not logged (plain logs, other tools).
-    wall_seconds: float | None = None
-    optimizer_steps: int | None = None
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.env, self.variant, self.seed)
-
-
-@dataclass
-class LoadedRuns:
-    """Runs that could be read, and one line per run folder that was left out."""
-
-    runs: list[Run]
-    warnings: list[str]
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
@@ -229,118 +198,6 @@ def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | Non
     except Exception as error:  # noqa: BLE001 - any reader failure: say so, use the training episodes
         return None, None, f"{short_dir(run_dir)}: evaluations.npz unreadable ({error}); training episodes used instead"
     return steps, means, None
-
-
-# ---------------------------------------------------------------- plain logs: a study's episodes, other tools' runs
-
-#: A study's compact raw data (``episodes.csv.gz``, written beside every report): one row per finished episode.
-EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return"]
-EPISODES_FILES = ("episodes.csv.gz", "episodes.csv")
-#: Per-run logs of other tools: a folder with ``manifest.csv`` naming each run's CSV (see :func:`read_manifest`).
-MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ("file", "env", "variant", "seed", "budget")
-
-
-def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
-    """Every episode of ``runs`` as one long table (:data:`EPISODE_COLUMNS`; gzip if the name ends in .gz):
-    what a report is computed from, so that ``compare --from`` rebuilds it without the run folders."""
-    frames = [pd.DataFrame({"env": run.env, "env_id": str(run.config.get("env_id") or run.family),
-                            "variant": run.variant, "seed": run.seed, "budget": run.budget,
-                            "step": run.episode_steps, "return": run.episode_returns}) for run in runs]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
-    path = Path(path)
-    frame[EPISODE_COLUMNS].to_csv(path, index=False)  # full precision: a rebuilt report is byte-identical
-    return path
-
-
-def _plain_run(source: Path, env: str, env_id: str, variant: str, seed: int, budget: int,
-               steps: np.ndarray, returns: np.ndarray) -> Run:
-    family, _, game = env.partition("/")
-    order = np.argsort(steps, kind="stable")
-    config = {"env": family, "game": game or None, "env_id": env_id, "seed": seed, "timesteps": budget}
-    return Run(run_dir=source, env=env, family=family, game=game or None, variant=variant, seed=seed, budget=budget,
-               episode_steps=np.asarray(steps, dtype=np.int64)[order],
-               episode_returns=np.asarray(returns, dtype=np.float64)[order], config=config, finished=True)
-
-
-def read_episodes_table(path: str | os.PathLike) -> list[Run]:
-    """The runs of a study's ``episodes.csv[.gz]`` (:func:`write_episodes`); ValueError naming what is wrong."""
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, float_precision="round_trip")
-    except Exception as error:  # noqa: BLE001 - pandas/gzip errors: say which file
-        raise ValueError(f"unreadable ({type(error).__name__}: {error})") from error
-    missing = [c for c in EPISODE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"lacks columns {', '.join(missing)} (has {', '.join(map(str, frame.columns))})")
-    runs = []
-    for (env, env_id, variant, seed), part in frame.groupby(["env", "env_id", "variant", "seed"], sort=True):
-        budgets = part["budget"].unique()
-        if len(budgets) != 1:
-            raise ValueError(f"run {env} {variant} seed {seed} has several budgets {sorted(budgets)}")
-        runs.append(_plain_run(path.parent / f"{path.name}:{env}:{variant}:s{seed}", str(env), str(env_id),
-                               str(variant), int(seed), int(budgets[0]), part["step"].to_numpy(),
-                               part["return"].to_numpy(dtype=float)))
-    return runs
-
-
-def read_manifest(path: str | os.PathLike) -> list[Run]:
-    """Runs logged by other tools (CleanRL, SB3, published per-seed logs), in a documented plain form.
-
-    ``manifest.csv`` has one row per run with columns ``file`` (its CSV, relative to the manifest; .gz
-    allowed), ``env``, ``variant``, ``seed``, ``budget`` (env steps), and optionally ``return_column``
-    (default ``return``), ``step_column`` (default ``step``: the env step at which each episode ended) or
-    ``steps_per_row`` (each row then ends ``steps_per_row`` env steps after the one before, for logs of a
-    fixed interval), and ``env_id`` (for Atari human-normalisation, e.g. ``ALE/Breakout-v5``).
-    """
-    path = Path(path)
-    manifest = pd.read_csv(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"lacks columns {', '.join(missing)} (a manifest needs {', '.join(MANIFEST_COLUMNS)})")
-    runs = []
-    for row in manifest.to_dict("records"):
-        log = path.parent / str(row["file"])
-        frame = pd.read_csv(log)
-        return_column = str(row.get("return_column") if isinstance(row.get("return_column"), str) else "return")
-        if return_column not in frame.columns:
-            raise ValueError(f"{log.name} has no return column {return_column!r} (has {', '.join(frame.columns)}); "
-                             "name it in the manifest's return_column")
-        per_row = row.get("steps_per_row")
-        if isinstance(per_row, (int, float)) and per_row == per_row:  # given, not NaN
-            steps = (np.arange(len(frame)) + 1) * int(per_row)
-        else:
-            step_column = str(row.get("step_column") if isinstance(row.get("step_column"), str) else "step")
-            if step_column not in frame.columns:
-                raise ValueError(f"{log.name} has no step column {step_column!r} (has {', '.join(frame.columns)}); "
-                                 "name it in step_column, or give steps_per_row")
-            steps = frame[step_column].to_numpy()
-        returns = frame[return_column].to_numpy(dtype=float)
-        keep = np.isfinite(returns)
-        env_id = row.get("env_id") if isinstance(row.get("env_id"), str) else str(row["env"])
-        runs.append(_plain_run(log, str(row["env"]), env_id, str(row["variant"]), int(row["seed"]),
-                               int(row["budget"]), steps[keep], returns[keep]))
-    return runs
-
-
-def find_plain_logs(roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Every ``episodes.csv[.gz]`` and ``manifest.csv`` under ``roots`` (recursively; a root may be one)."""
-    found: set[Path] = set()
-    names = (*EPISODES_FILES, MANIFEST)
-    for root in roots:
-        root = Path(root)
-        if root.is_file() and root.name in names:
-            found.add(root.resolve())
-        elif root.is_dir():
-            for name in names:
-                found.update(p.resolve() for p in root.rglob(name))
-    return sorted(found)
-
-
-def short_dir(run_dir: str | os.PathLike, parts: int = 3) -> str:
-    """A folder as reports name it: its last ``parts`` path parts, so that no machine's absolute path
-    lands in a committed report."""
-    return ".../" + Path(*Path(run_dir).parts[-parts:]).as_posix()
 
 
 def load_runs(

@@ -31,7 +31,8 @@ import pandas as pd
 
 from rlaux.algorithms import ALGORITHMS
 from rlaux.compare import stats
-from rlaux.compare.report import build_report, resolve_baseline, verdict_lines
+from rlaux.compare.claims import verdict_lines
+from rlaux.compare.report import build_report, resolve_baseline
 from rlaux.compare.results import DEFAULT_CURVE_WINDOW, find_run_dirs, split_algorithm, with_algorithm
 from rlaux.compare.suites import SUITES, Suite, get_suite
 from rlaux.compare.sweep import (

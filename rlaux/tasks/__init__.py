@@ -6,7 +6,13 @@ import copy
 from collections.abc import Iterable, Mapping
 
 from rlaux.errors import ConfigError
-from rlaux.tasks.base import AuxTask, ParameterFreeEncoderWarning, SharedEncoderDefault, check_weight, warn_if_encoder_is_parameter_free
+from rlaux.tasks.base import (
+    AuxTask,
+    ParameterFreeEncoderWarning,
+    SharedEncoderDefault,
+    check_weight,
+    warn_if_encoder_is_parameter_free,
+)
 from rlaux.tasks.curl import CURL
 from rlaux.tasks.deep_supervision import DeepSupervision
 from rlaux.tasks.drac import DrAC

@@ -1,0 +1,58 @@
+"""A run as ``rlaux.compare`` reads it, whatever it was read from (a run folder, a study's episodes table,
+another tool's log): its key, budget and episodes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Run:
+    """One training run: its key, its budget and its raw episodes (end step, return)."""
+
+    run_dir: Path
+    env: str
+    family: str
+    game: str | None
+    variant: str
+    seed: int
+    budget: int
+    episode_steps: np.ndarray
+    episode_returns: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+    finished: bool = True
+    eval_steps: np.ndarray | None = None
+    eval_returns: np.ndarray | None = None
+    eval_warning: str | None = None
+    algo: str = ""  #: the config's ``algo`` ("" if it names none)
+    #: From the run's progress.csv, where it has one: wall seconds (``time/time_elapsed``) and optimizer steps
+    #: (``train/n_updates``) at its last logged row; None where not logged (plain logs, other tools).
+    wall_seconds: float | None = None
+    optimizer_steps: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.env, self.variant, self.seed)
+
+
+@dataclass
+class LoadedRuns:
+    """Runs that could be read, and one line per run folder that was left out."""
+
+    runs: list[Run]
+    warnings: list[str]
+
+
+def short_dir(run_dir: str | os.PathLike, parts: int = 3) -> str:
+    """A folder as reports name it: its last ``parts`` path parts, so that no machine's absolute path
+    lands in a committed report."""
+    return ".../" + Path(*Path(run_dir).parts[-parts:]).as_posix()
+
+
+
+__all__ = ["LoadedRuns", "Run", "short_dir"]
