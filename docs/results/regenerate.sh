@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 compare() { python train_agent.py compare --from "$1" --out "$1" "${@:2}"; }
+fromdata() { python train_agent.py compare --from "$1/episodes.csv.gz" --out "$1" "${@:2}"; }
 compare docs/results/minatar --baseline none
 compare docs/results/minatar-1m --baseline none
 compare docs/results/minatar-1m/pilot --baseline none
@@ -14,3 +15,4 @@ compare docs/results/presets/a2c --baseline a2c-before
 compare docs/results/presets/ppo --baseline ppo-before
 compare docs/results/unreal-weights/a2c --baseline none
 compare docs/results/unreal-weights/ppo --baseline none
+fromdata docs/results/a2c-minatar --baseline none --allow-missing-seeds   # partial: the study is in progress

@@ -14,6 +14,8 @@ from rlaux.compare.runs import Run
 
 #: A study's compact raw data (``episodes.csv.gz``, written beside every report): one row per finished episode.
 EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return"]
+#: Optional per-run columns (the same on every row of a run): what the run logged it spent, where it did.
+COMPUTE_COLUMNS = ["wall_seconds", "optimizer_steps"]
 EPISODES_FILES = ("episodes.csv.gz", "episodes.csv")
 #: Per-run logs of other tools: a folder with ``manifest.csv`` naming each run's CSV (see :func:`read_manifest`).
 MANIFEST = "manifest.csv"
@@ -25,10 +27,13 @@ def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
     what a report is computed from, so that ``compare --from`` rebuilds it without the run folders."""
     frames = [pd.DataFrame({"env": run.env, "env_id": str(run.config.get("env_id") or run.family),
                             "variant": run.variant, "seed": run.seed, "budget": run.budget,
-                            "step": run.episode_steps, "return": run.episode_returns}) for run in runs]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
+                            "step": run.episode_steps, "return": run.episode_returns,
+                            "wall_seconds": run.wall_seconds, "optimizer_steps": run.optimizer_steps})
+              for run in runs]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS + COMPUTE_COLUMNS)
     path = Path(path)
-    frame[EPISODE_COLUMNS].to_csv(path, index=False)  # full precision: a rebuilt report is byte-identical
+    # full precision: a rebuilt report is byte-identical
+    frame[EPISODE_COLUMNS + COMPUTE_COLUMNS].to_csv(path, index=False)
     return path
 
 
@@ -57,9 +62,13 @@ def read_episodes_table(path: str | os.PathLike) -> list[Run]:
         budgets = part["budget"].unique()
         if len(budgets) != 1:
             raise ValueError(f"run {env} {variant} seed {seed} has several budgets {sorted(budgets)}")
-        runs.append(_plain_run(path.parent / f"{path.name}:{env}:{variant}:s{seed}", str(env), str(env_id),
-                               str(variant), int(seed), int(budgets[0]), part["step"].to_numpy(),
-                               part["return"].to_numpy(dtype=float)))
+        run = _plain_run(path.parent / f"{path.name}:{env}:{variant}:s{seed}", str(env), str(env_id), str(variant),
+                         int(seed), int(budgets[0]), part["step"].to_numpy(), part["return"].to_numpy(dtype=float))
+        if "wall_seconds" in part and part["wall_seconds"].notna().any():
+            run.wall_seconds = float(part["wall_seconds"].dropna().iloc[0])
+        if "optimizer_steps" in part and part["optimizer_steps"].notna().any():
+            run.optimizer_steps = int(part["optimizer_steps"].dropna().iloc[0])
+        runs.append(run)
     return runs
 
 
@@ -117,5 +126,5 @@ def find_plain_logs(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 
-__all__ = ["EPISODES_FILES", "EPISODE_COLUMNS", "MANIFEST", "MANIFEST_COLUMNS", "find_plain_logs", "read_episodes_table",
+__all__ = ["COMPUTE_COLUMNS", "EPISODES_FILES", "EPISODE_COLUMNS", "MANIFEST", "MANIFEST_COLUMNS", "find_plain_logs", "read_episodes_table",
            "read_manifest", "write_episodes"]
