@@ -102,7 +102,7 @@ def instrument(model, meter: PhaseMeter | None = None) -> PhaseMeter:
     meter.wrap(model, "dump_logs", "logging")
     objective = getattr(model, "aux_objective", None)
     if objective is not None:
-        import rlaux.objective as objective_module
+        import rlaux.objective.auxiliary as objective_module
 
         meter.wrap(objective.guard, "contribute", "aux forward/backward")
         meter.wrap(objective_module, "batch_for", "aux sampling")

@@ -1,151 +1,34 @@
-"""``AuxPPO``, ``AuxA2C`` and ``AuxRecurrentPPO``: SB3's PPO and A2C, and sb3-contrib's
-``RecurrentPPO``, with auxiliary tasks.
-
-The subclasses stay thin. They swap in a policy that owns the heads, feed the
-replay from a callback at every env step, join the auxiliary losses through an
-optimizer step pre-hook (see ``rlaux.objective``) and log the task metrics
-after each ``train()``. With no task none of that is installed, and they
-behave exactly as SB3's PPO and A2C.
-
-Feeding the replay from a callback's ``_on_step``: there the raw rewards are
-still untouched (``collect_rollouts`` adds the bootstrap of truncated episodes
-to them in place right after), and the observation acted on, the action and the
-episode-start flags are at hand, in time order per env. The rollout buffer is
-no use for this: ``get()`` flattens and shuffles it.
-
-For runs that stop and continue (``rlaux.run``) the mixin keeps a small public
-state: :meth:`~AuxAlgorithmMixin.request_stop` ends ``learn()`` at the next
-iteration boundary, :attr:`~AuxAlgorithmMixin.iterations` counts finished
-iterations (saved with the model), :meth:`~AuxAlgorithmMixin.continue_iteration_count`
-numbers the logged iterations on from it, and :attr:`~AuxAlgorithmMixin.env_state`
-carries the env's state into a checkpoint's model file, and
-:meth:`~AuxAlgorithmMixin.rollout_state` is what the next rollout continues from beyond SB3's
-own ``_last_obs`` (the LSTM states of ``AuxRecurrentPPO``).
-
-``AuxRecurrentPPO`` is the same mixin on sb3-contrib's ``RecurrentPPO``, whose ``train()`` also
-calls ``clip_grad_norm_`` then ``optimizer.step()``: the step pre-hook joins the tasks there
-exactly as for PPO. Its replay feeder also stores the LSTM state the policy had at each step;
-with UNREAL's LSTM inputs (``policy_kwargs=dict(last_action_reward=True)``) a second feeder
-writes each step's reward into the inputs of the next, and the rollout buffer keeps the inputs
-of every step for training (:class:`LstmInputsRolloutBuffer`).
-"""
+"""What AuxPPO, AuxA2C and AuxRecurrentPPO add to their SB3 base class: the lifecycle of the tasks."""
 
 from __future__ import annotations
 
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
-from sb3_contrib import RecurrentPPO
-from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
-from sb3_contrib.common.recurrent.type_aliases import RNNStates
-from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecFrameStack
 
+from rlaux.algorithms.callbacks import ReplayFeeder, frame_stack_of
+from rlaux.algorithms.settings import AUX_MIN_SEQUENCES, aux_setting_problems, check_tasks
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
 from rlaux.networks import SharedMLP, sb3_policy_kwargs
-from rlaux.objective import GRADIENT_RULES, AuxiliaryObjective, UpdateGuard, can_reuse_gradient
+from rlaux.objective import AuxiliaryObjective, UpdateGuard, can_reuse_gradient
 from rlaux.policy import (
     AuxActorCriticCnnPolicy,
     AuxActorCriticPolicy,
     AuxMultiInputActorCriticPolicy,
-    AuxRecurrentActorCriticCnnPolicy,
-    AuxRecurrentActorCriticPolicy,
-    AuxRecurrentMultiInputActorCriticPolicy,
 )
-from rlaux.replay import LSTM_STATE_DTYPES, AuxReplayBuffer
+from rlaux.replay import AuxReplayBuffer
 from rlaux.tasks import AuxTask, SharedEncoderDefault, make_tasks, warn_if_encoder_is_parameter_free
 from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE, sequences_per_update
-
-
-def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, action_space: spaces.Space,
-                recurrent: bool = False) -> None:
-    """Raise ConfigError when a task cannot work with these spaces (``AuxTask.check``, then the
-    replay's own need), or, for ``recurrent`` policies, with an LSTM (``not_recurrent_because``).
-    The algorithm runs it before it builds any head; ``rlaux.run`` runs it on the env's spaces
-    before training."""
-    tasks = list(tasks)
-    for task in tasks:
-        if recurrent and task.not_recurrent_because:
-            raise ConfigError(f"aux task '{task.name}' cannot train a recurrent policy (ppo_lstm): it "
-                              f"{task.not_recurrent_because}; use it with ppo or a2c")
-        task.check(observation_space, action_space)
-    if any(t.replay_request() for t in tasks) and isinstance(observation_space, spaces.Dict):
-        raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
-
-
-class ReplayFeeder(BaseCallback):
-    """Adds each vectorised step to the model's auxiliary replay (with the LSTM state of a recurrent model)."""
-
-    def _on_step(self) -> bool:
-        model = self.model
-        model.aux_replay.add(
-            model._last_obs,
-            self.locals["actions"],
-            self.locals["rewards"],
-            self.locals["dones"],
-            model._last_episode_starts,
-            **model._replay_lstm_step(),
-        )
-        return True
-
-
-def frame_stack_of(env: VecEnv) -> int:
-    """Frames stacked in each observation, newest last along the channel axis: the stack size of the
-    ``VecFrameStack`` in a VecEnv's wrapper chain, else the ``frame_stack`` attribute of a VecEnv that
-    stacks frames itself (EnvPool's, ``rlaux.envs.envpool``), else 1."""
-    while isinstance(env, VecEnvWrapper):
-        if isinstance(env, VecFrameStack):
-            return env.stacked_obs.n_stack
-        env = env.venv
-    return int(getattr(env, "frame_stack", 1))
-
-
-#: ``aux_every="auto"``: reuse the auxiliary gradient over as many optimizer steps as it takes for each
-#: replaying task to draw at least this many sequences at once, k at most one epoch's minibatches (PPO MinAtar unreal,
-#: 13 sequences a step: 2.13x plain PPO's wall time at k = 1, 1.79x at 3, 1.69x at 4, 1.71-1.73x at
-#: 8 and 16; docs/benchmarks.md).
-AUX_MIN_SEQUENCES = 50
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-#: The checks of the algorithm-level auxiliary settings: name -> (is valid, what is expected). One place, used by
-#: ``AuxAlgorithmMixin.__init__`` and by ``rlaux.run.config`` (before any env is built or file written).
-AUX_SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "aux_replay_capacity": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (steps per env)"),
-    "max_skipped_updates": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never stop)"),
-    "aux_clip": (lambda v: isinstance(v, str) and v in GRADIENT_RULES, f"one of {', '.join(GRADIENT_RULES)}"),
-    "aux_max_grad_norm": (_is_positive_number, "a number > 0"),
-    "aux_env_steps_per_sequence": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "aux_every": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "an integer >= 1 or 'auto'"),
-}
-
-
-def aux_setting_problems(**settings: Any) -> list[str]:
-    """One line per invalid algorithm-level aux setting among ``settings`` (names of :data:`AUX_SETTING_CHECKS`)."""
-    problems = []
-    for name, value in settings.items():
-        valid, expected = AUX_SETTING_CHECKS[name]
-        if not valid(value):
-            problems.append(f"{name} must be {expected}, got {value!r}")
-    return problems
 
 
 class AuxAlgorithmMixin:
@@ -469,170 +352,4 @@ class AuxAlgorithmMixin:
         return None if self.aux_objective is None else self.aux_objective.loss()
 
 
-class AuxPPO(AuxAlgorithmMixin, PPO):
-    """SB3 PPO with auxiliary tasks: ``AuxPPO("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
-
-    algo_name = "ppo"
-    weights_like = "ppo"
-
-
-class AuxA2C(AuxAlgorithmMixin, A2C):
-    """SB3 A2C with auxiliary tasks: ``AuxA2C("CnnPolicy", env, aux_tasks=["reward_pred"])``."""
-
-    algo_name = "a2c"
-    weights_like = "a2c"
-
-
-# ------------------------------------------------------------------------------ recurrent
-
-
-class RecordsLstmInputs:
-    """Mixin for sb3-contrib's recurrent rollout buffers: also keeps the extra LSTM inputs of every step
-    (the third element of each ``RNNStates`` tuple, [n_envs, U]) and hands them to training, padded as
-    the observations, as the third element of the minibatch's states ([n_seq * max_len, U])."""
-
-    def __init__(self, *args: Any, lstm_input_dim: int, **kwargs: Any) -> None:
-        self.lstm_input_dim = lstm_input_dim  # U, read by reset(), which the base class's __init__ calls
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-
-    def reset(self) -> None:
-        super().reset()  # type: ignore[misc]
-        self.lstm_inputs = np.zeros((self.buffer_size, self.n_envs, self.lstm_input_dim), dtype=np.float32)
-
-    def add(self, *args: Any, lstm_states: RNNStates, **kwargs: Any) -> None:
-        self.lstm_inputs[self.pos] = lstm_states.pi[2].cpu().numpy()
-        super().add(*args, lstm_states=lstm_states, **kwargs)  # type: ignore[misc]
-
-    def get(self, batch_size: int | None = None) -> Any:
-        if not self.generator_ready:  # flattened as sb3-contrib flattens the observations
-            self.lstm_inputs = self.swap_and_flatten(self.lstm_inputs)  # type: ignore[attr-defined]
-        yield from super().get(batch_size)  # type: ignore[misc]
-
-    def _get_samples(self, batch_inds: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        samples = super()._get_samples(batch_inds, *args, **kwargs)  # type: ignore[misc]
-        inputs = self.pad(self.lstm_inputs[batch_inds]).flatten(0, 1)  # the padding sb3-contrib just used
-        pi, vf = samples.lstm_states
-        return samples._replace(lstm_states=RNNStates((*pi, inputs), (*vf, inputs)))
-
-
-class LstmInputsRolloutBuffer(RecordsLstmInputs, RecurrentRolloutBuffer):
-    """sb3-contrib's ``RecurrentRolloutBuffer`` that keeps the LSTM inputs too."""
-
-
-class LstmInputsDictRolloutBuffer(RecordsLstmInputs, RecurrentDictRolloutBuffer):
-    """sb3-contrib's ``RecurrentDictRolloutBuffer`` that keeps the LSTM inputs too."""
-
-
-class LastRewardFeeder(BaseCallback):
-    """Writes each step's rewards (the env's, before SB3 adds a truncation bootstrap) into the LSTM
-    inputs of the next step, which the policy returned with the action just taken."""
-
-    def _on_step(self) -> bool:
-        self.model.policy.record_rewards(self.locals["lstm_states"].pi[2], self.locals["rewards"])
-        return True
-
-
-class AuxRecurrentPPO(AuxAlgorithmMixin, RecurrentPPO):
-    """sb3-contrib's RecurrentPPO with auxiliary tasks:
-    ``AuxRecurrentPPO("CnnLstmPolicy", env, aux_tasks=["unreal"])``.
-
-    Value replay and pixel control run their replayed sequences through the LSTM (see their
-    ``lstm_start`` and ``burn_in``); tasks that cannot work with an LSTM say so at construction.
-    UNREAL's LSTM inputs: ``policy_kwargs=dict(last_action_reward=True)``.
-
-    :param aux_lstm_state_dtype: how the replay keeps the LSTM state of each step: ``"float16"``
-        (default, half the memory) or ``"float32"`` (bit for bit the state the policy had).
-    """
-
-    algo_name = "ppo_lstm"
-    weights_like = "ppo"  # the tasks' PPO weights
-    recurrent = True
-    env_policies = {"MlpPolicy": "MlpLstmPolicy", "CnnPolicy": "CnnLstmPolicy", "MultiInputPolicy": "MultiInputLstmPolicy"}
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpLstmPolicy": AuxRecurrentActorCriticPolicy,
-        "CnnLstmPolicy": AuxRecurrentActorCriticCnnPolicy,
-        "MultiInputLstmPolicy": AuxRecurrentMultiInputActorCriticPolicy,
-    }
-
-    def __init__(self, *args: Any, aux_lstm_state_dtype: str = "float16", **kwargs: Any) -> None:
-        if aux_lstm_state_dtype not in LSTM_STATE_DTYPES:
-            raise ConfigError(f"aux_lstm_state_dtype must be one of {', '.join(LSTM_STATE_DTYPES)}, "
-                              f"got {aux_lstm_state_dtype!r}")
-        self.aux_lstm_state_dtype = aux_lstm_state_dtype
-        super().__init__(*args, **kwargs)
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        policy = self.policy
-        if policy.last_action_reward:
-            # sb3-contrib makes its buffer and zero states without the inputs: the same, with them.
-            buffer = self.rollout_buffer
-            buffer_class = (LstmInputsDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict)
-                            else LstmInputsRolloutBuffer)
-            self.rollout_buffer = buffer_class(
-                self.n_steps, self.observation_space, self.action_space, buffer.hidden_state_shape, self.device,
-                gamma=self.gamma, gae_lambda=self.gae_lambda, n_envs=self.n_envs, lstm_input_dim=policy.lstm_input_dim,
-            )
-            self._last_lstm_states = policy.initial_state(self.n_envs)
-
-    def _replay_lstm_layout(self) -> dict[str, Any]:
-        requests = [t.replay_request() for t in self.aux_tasks]
-        recurrent = [r for r in requests if r is not None and r.recurrent]
-        return {
-            "lstm_state_dim": self.policy.lstm_state_dim if any(r.stored_state for r in recurrent) else 0,
-            "lstm_input_dim": self.policy.lstm_input_dim if recurrent else 0,
-            "lstm_state_dtype": self.aux_lstm_state_dtype,
-        }
-
-    def _replay_lstm_step(self) -> dict[str, Any]:
-        replay, states = self.aux_replay, self._last_lstm_states
-        step = {}
-        if replay.lstm_states is not None:
-            step["lstm_states"] = self.policy.flat_lstm_state(states).cpu().numpy()
-        if replay.lstm_inputs is not None:
-            step["lstm_inputs"] = states.pi[2].cpu().numpy()
-        return step
-
-    def _step_feeders(self) -> list[BaseCallback]:
-        feeders = super()._step_feeders()
-        return [*feeders, LastRewardFeeder()] if self.policy.last_action_reward else feeders
-
-    def rollout_state(self) -> dict[str, th.Tensor]:
-        """The LSTM states the next rollout starts from (``pi_h``, ``pi_c``, ``vf_h``, ``vf_c``, each
-        [layers, n_envs, H]) and, with UNREAL's inputs, ``inputs`` [n_envs, U]."""
-        states = self._last_lstm_states
-        state = dict(zip(("pi_h", "pi_c", "vf_h", "vf_c"), (t.detach().cpu() for t in (*states.pi[:2], *states.vf[:2]))))
-        if self.policy.last_action_reward:
-            state["inputs"] = states.pi[2].detach().cpu()
-        return state
-
-    def load_rollout_state(self, state: dict[str, th.Tensor]) -> None:
-        """Put back what :meth:`rollout_state` returned; ValueError when it is not this model's."""
-        expected = self.rollout_state()
-        for name, tensor in expected.items():
-            if name not in state or tuple(state[name].shape) != tuple(tensor.shape):
-                got = tuple(state[name].shape) if name in state else "nothing"
-                raise ValueError(f"rollout state '{name}' is {got}, expected {tuple(tensor.shape)}")
-        loaded = {name: state[name].to(self.device) for name in expected}
-        pi, vf = (loaded["pi_h"], loaded["pi_c"]), (loaded["vf_h"], loaded["vf_c"])
-        if "inputs" in loaded:
-            pi, vf = (*pi, loaded["inputs"]), (*vf, loaded["inputs"])
-        self._last_lstm_states = RNNStates(pi, vf)
-
-
-def evaluation_reward_feeder(model: Any) -> Callable[[dict[str, Any], dict[str, Any]], None] | None:
-    """A ``callback`` for SB3's ``evaluate_policy`` that writes each step's reward into the LSTM inputs
-    of a policy with UNREAL's inputs (in the state its ``predict`` returned); None for other policies."""
-    policy = model.policy
-    if not getattr(policy, "last_action_reward", False):
-        return None
-
-    def feed(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
-        i = locals_["i"]
-        policy.record_rewards(locals_["states"][2][i : i + 1], [locals_["reward"]])
-
-    return feed
-
-
-#: Algorithm names (``--algo``) -> classes.
-ALGORITHMS: dict[str, type[AuxAlgorithmMixin]] = {"ppo": AuxPPO, "a2c": AuxA2C, "ppo_lstm": AuxRecurrentPPO}
+__all__ = ["AuxAlgorithmMixin"]
