@@ -15,6 +15,13 @@ from rlaux.compare.markdown import fmt, interval, p_value, table
 from rlaux.errors import ConfigError
 
 
+def run_counts(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> str:
+    """``5 vs 5``, or per env where the counts differ between envs: ``1-5 vs 1-5``."""
+    def span(counts: list[int]) -> str:
+        return str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    return f"{span([len(x) for x, _ in pairs])} vs {span([len(y) for _, y in pairs])}"
+
+
 def comparisons(scores: pd.DataFrame, baseline: str, column: str = "final") -> dict[str, object]:
     """Every variant against ``baseline`` on ``column``: the stratified exact test over the envs both have
     (``aggregate``: {variant: {...}}, Holm-adjusted over the variants) and one exact test per env
@@ -35,6 +42,7 @@ def comparisons(scores: pd.DataFrame, baseline: str, column: str = "final") -> d
         if pairs:
             prob, p, exact = significance.stratified_exact_test(pairs)
             aggregate[variant] = {"runs": min(len(x) for x, _ in pairs), "baseline_runs": min(len(y) for _, y in pairs),
+                                  "counts": run_counts(pairs),
                                   "envs": len(pairs), "p_improvement": prob, "p": p, "exact": exact}
     for family in (per_env, list(aggregate.values())):
         adjusted = significance.holm({str(i): float(t["p"]) for i, t in enumerate(family)})
@@ -68,8 +76,8 @@ def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT
             continue
         t = tests[v]
         lines.append(f"{v} vs {baseline}: {t['verdict']}; P({v} > {baseline}) = {fmt(t['p_improvement'])}, exact p = "
-                     f"{p_value(t['p'], t['exact'])} (Holm over {len(tests)}: {p_value(t['p_holm'], True)}), {t['runs']} vs "
-                     f"{t['baseline_runs']} runs x {t['envs']} env(s); {agg}")
+                     f"{p_value(t['p'], t['exact'])} (Holm over {len(tests)}: {p_value(t['p_holm'], True)}), "
+                     f"{t['counts']} runs x {t['envs']} env(s); {agg}")
     if few and matrices:
         lines.append(f"(fewer than {significance.MIN_RUNS_FOR_CI} runs a variant: {kind}, not 95% intervals; "
                      "the exact p-values hold at any count)")

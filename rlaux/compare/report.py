@@ -265,7 +265,7 @@ def build_report(
         for v, t in tests["aggregate"].items():
             shown = v in poi and significance.enough_runs(t["runs"], t["baseline_runs"])
             ci = f"[{fmt(poi[v][1])}, {fmt(poi[v][2])}]" if shown else f"n/a (< {significance.MIN_RUNS_FOR_CI} runs)"
-            rows.append([v, f"{t['runs']} vs {t['baseline_runs']} x {t['envs']}", fmt(t["p_improvement"]), ci,
+            rows.append([v, f"{t['counts']} x {t['envs']}", fmt(t["p_improvement"]), ci,
                          p_value(t["p"], t["exact"]), p_value(t["p_holm"], True), t["verdict"]])
         lines += [table(["variant", "runs x envs", f"P(variant > {baseline})", "95% bootstrap CI", "exact p",
                           f"Holm p ({len(tests['aggregate'])} variants)", "verdict"], rows), ""]
