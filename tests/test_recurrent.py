@@ -426,3 +426,35 @@ def test_unreal_lstm_inputs_are_reset_at_episode_starts():
             value_zero = policy(obs, zeros, starts, deterministic=True)[1]
             value_filled = policy(obs, filled, starts, deterministic=True)[1]
             assert th.equal(value_zero, value_filled) is same
+
+
+@pytest.mark.parametrize("through", [False, True])
+def test_value_replay_reaches_the_shared_lstm_only_when_asked(through):
+    """UNREAL's one LSTM for policy and value: with shared_lstm and value_replay through_shared_lstm the value-replay
+    gradient reaches the LSTM the actor reads; by default (sb3-contrib's detach) it does not."""
+    model = AuxRecurrentPPO("MlpLstmPolicy", cartpole(n_envs=1), aux_tasks=["value_replay"], n_steps=64, batch_size=64,
+                            n_epochs=1, seed=0, device="cpu",
+                            aux_task_kwargs={"value_replay": {"through_shared_lstm": through}},
+                            policy_kwargs={"shared_lstm": True, "enable_critic_lstm": False})
+    model.learn(128)
+    task = model.aux_tasks[0]
+    loss, _ = task.loss(model.policy, None, model.aux_replay.sample(task.replay_request()))
+    model.policy.optimizer.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in model.policy.lstm_actor.parameters()]
+    reached = any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    assert reached == through
+
+
+def test_value_replay_through_shared_lstm_needs_a_shared_lstm():
+    with pytest.raises(ConfigError, match="through_shared_lstm needs a recurrent policy whose actor and critic share"):
+        AuxRecurrentPPO("MlpLstmPolicy", cartpole(n_envs=1), aux_tasks=["value_replay"], device="cpu",
+                        aux_task_kwargs={"value_replay": {"through_shared_lstm": True}})
+
+
+def test_the_shared_lstm_agent_preset_resolves():
+    from rlaux.run import RunConfig, resolve
+
+    run = resolve(RunConfig(env="CartPole-v1", agent="ppo_lstm_unreal_shared", aux=["value_replay"], timesteps=64))
+    assert run.hyperparams["policy_kwargs"]["shared_lstm"] is True
+    assert run.aux_task_kwargs["value_replay"] == {"through_shared_lstm": True}

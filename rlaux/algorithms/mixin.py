@@ -163,6 +163,8 @@ class AuxAlgorithmMixin:
         # The spaces are checked once, before the policy builds the heads.
         check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space, self.recurrent)
         super()._setup_model()
+        for task in self.aux_tasks:
+            task.check_policy(self.policy)
         warn_if_encoder_is_parameter_free(self.aux_tasks, self.policy)
         max_skipped = getattr(self, "max_skipped_updates", 10)
         if not self.aux_tasks:

@@ -138,8 +138,9 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         """What the actor's head reads [B, T, core_dim] for every observation of ``batch``: the encoder features."""
         return self.encode_sequences(batch)
 
-    def values_of_sequences(self, batch: ReplayBatch) -> th.Tensor:
-        """The value head's output [B, T] for every observation of ``batch``."""
+    def values_of_sequences(self, batch: ReplayBatch, through_shared_lstm: bool = False) -> th.Tensor:
+        """The value head's output [B, T] for every observation of ``batch`` (``through_shared_lstm``: for
+        recurrent policies only; a feed-forward policy has no LSTM)."""
         if self.share_features_extractor:
             features = self.encode_sequences(batch).flatten(0, 1)
         else:

@@ -235,13 +235,15 @@ class AuxRecurrentActorCriticPolicy(AuxActorCriticPolicy, RecurrentActorCriticPo
         """The actor's LSTM output [B, N, core_dim] for the observations of a recurrent batch (computed once)."""
         return batch.memo("core", lambda: self._replayed_lstm(batch, critic=False))
 
-    def values_of_sequences(self, batch: ReplayBatch) -> th.Tensor:
+    def values_of_sequences(self, batch: ReplayBatch, through_shared_lstm: bool = False) -> th.Tensor:
         """The value head's output [B, N] for the observations of a recurrent batch, through the critic's
-        LSTM (the actor's, detached, with ``shared_lstm``, as sb3-contrib does; none without critic LSTM)."""
+        LSTM (the actor's, detached, with ``shared_lstm``, as sb3-contrib does; none without critic LSTM).
+        ``through_shared_lstm``: with ``shared_lstm``, the actor's LSTM output is not detached, so the
+        loss's gradient reaches the LSTM the policy reads (UNREAL's one LSTM for policy and value)."""
         if self.lstm_critic is not None:
             latent = self._replayed_lstm(batch, critic=True)
         elif self.shared_lstm:
-            latent = self.core_sequences(batch).detach()
+            latent = self.core_sequences(batch) if through_shared_lstm else self.core_sequences(batch).detach()
         else:
             obs = batch.obs
             features = (self.encode_sequences(batch) if self.share_features_extractor else

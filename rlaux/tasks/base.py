@@ -123,6 +123,11 @@ class AuxTask(ABC):
         passed ``check``; what depends on the encoder is checked here (``ConfigError``)."""
         return None
 
+    def check_policy(self, policy: AuxActorCriticPolicy) -> None:
+        """ConfigError when the task cannot work with the built policy (called once the policy exists, before
+        any training); most tasks need nothing of it beyond ``check`` and ``build_head``."""
+        return None
+
     def state_dict(self) -> dict[str, th.Tensor]:
         """Extra training state of the task that is neither a hyperparameter nor in its head (e.g. a
         counter kept on the task object), saved in checkpoints. Tensors only: checkpoints read it

@@ -56,6 +56,11 @@ class ValueReplay(AuxTask):
     :param lstm_start: recurrent policies only: where the LSTM starts, ``"stored"`` (the state the
         policy had, ``burn_in`` steps before the sequence) or ``"zeros"``.
     :param burn_in: recurrent policies only: steps run through the LSTM before the sequence, without loss.
+    :param through_shared_lstm: recurrent policies with ``shared_lstm=True`` only: let the value-replay
+        gradient flow into the LSTM the actor and critic share, as in UNREAL, where one LSTM serves the
+        policy and the value and value replay shapes the policy's memory. sb3-contrib's shared LSTM
+        detaches the critic's input (its own value loss never reaches the LSTM); by default value replay
+        does the same.
     """
 
     name = "value_replay"
@@ -72,8 +77,12 @@ class ValueReplay(AuxTask):
         gamma: float | None = None,
         lstm_start: str = "stored",
         burn_in: int = DEFAULT_BURN_IN,
+        through_shared_lstm: bool = False,
     ) -> None:
         super().__init__(weight)
+        if not isinstance(through_shared_lstm, bool):
+            raise ConfigError(f"value_replay through_shared_lstm must be true or false, got {through_shared_lstm!r}")
+        self.through_shared_lstm = through_shared_lstm
         check_lstm_window(self.name, lstm_start, burn_in)
         check_batch_size(self.name, batch_size)
         if seq_len < 1:
@@ -100,6 +109,12 @@ class ValueReplay(AuxTask):
             raise ConfigError("value_replay has no discount: pass gamma=... or train it with AuxPPO/AuxA2C")
         return self.agent_gamma
 
+    def check_policy(self, policy: AuxActorCriticPolicy) -> None:
+        if self.through_shared_lstm and not getattr(policy, "shared_lstm", False):
+            raise ConfigError("value_replay through_shared_lstm needs a recurrent policy whose actor and critic share "
+                              "one LSTM (--algo ppo_lstm, policy_kwargs shared_lstm = true and enable_critic_lstm = "
+                              "false; agent preset ppo_lstm_unreal_shared)")
+
     def replay_request(self) -> ReplayRequest:
         # "Up to seq_len" steps: sequences that start fewer steps after their episode began are masked.
         return ReplayRequest(
@@ -108,7 +123,7 @@ class ValueReplay(AuxTask):
         )
 
     def loss(self, policy: AuxActorCriticPolicy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
-        values = policy.values_of_sequences(batch)  # [B, T+1]
+        values = policy.values_of_sequences(batch, through_shared_lstm=self.through_shared_lstm)  # [B, T+1]
         predicted = values[:, :-1]
         bootstrap = values[:, -1].detach() * (1.0 - batch.dones[:, -1])
         returns = n_step_returns(batch.rewards.T, batch.dones.T, bootstrap, self.discount).T  # [B, T]
