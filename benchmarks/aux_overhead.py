@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch as th
+from rawdata import write_raw
 from stable_baselines3 import A2C, PPO
 
 from rlaux.envs import make_vec_env
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vec-env", default="auto")
+    parser.add_argument("--out", default=None, metavar="JSON",
+                        help="also write the raw output (machine, versions, commit, every repeat) to JSON")
     args = parser.parse_args()
 
     variants = ["sb3"] + args.aux.split(",")
@@ -66,6 +69,10 @@ def main() -> None:
     for variant in variants:
         t = statistics.median(times[variant])
         print(f"{variant:>28} {t:8.2f} {args.timesteps / t:8.0f} {t / base:6.2f}x")
+    write_raw(args.out, "aux_overhead", vars(args), {
+        "runs": [{"variant": v, "repeat": i, "seconds": t, "env_steps": args.timesteps}
+                 for v, ts in times.items() for i, t in enumerate(ts)],
+        "medians_seconds": {v: statistics.median(ts) for v, ts in times.items()}})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch as th
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rawdata import write_raw  # noqa: E402
 from throughput import PhaseMeter, build, instrument  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +78,8 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=2, help="rollouts counted per variant")
     parser.add_argument("--n-envs", type=int, default=None, help="default: the env preset's")
     parser.add_argument("--top", type=int, default=8, help="source lines listed per variant")
+    parser.add_argument("--out", default=None, metavar="JSON",
+                        help="also write the raw output (machine, versions, commit, every repeat) to JSON")
     args = parser.parse_args()
     args.device = "cuda" if th.cuda.is_available() else "cpu"
     if args.device == "cpu":  # the counts are then zero: a dry run of the script itself
@@ -87,10 +90,12 @@ def main() -> None:
     print(f"{'variant':>12} {'env steps':>9} {'opt steps':>9} {'collection':>10} {'/ step':>6} "
           f"{'RL update':>9} {'aux':>6} {'/ opt step':>10}")
     lines: dict[str, Counter[str]] = {}
+    rows: list[dict] = []
     for variant in ["sb3", "none", *args.aux.split(",")]:
         phase, lines[variant], steps, opt_steps = count(variant, args)
         aux = phase.get("aux sampling", 0) + phase.get("aux forward/backward", 0)
         update = phase.get("RL update", 0) + aux
+        rows.append({"variant": variant, "env_steps": steps, "optimizer_steps": opt_steps, "syncs_by_phase": dict(phase)})
         print(f"{variant:>12} {steps:9d} {opt_steps:9d} {phase['collection']:10.0f} "
               f"{phase['collection'] / steps:6.2f} {phase.get('RL update', 0):9.0f} {aux:6.0f} "
               f"{update / opt_steps:10.2f}", flush=True)
@@ -98,6 +103,8 @@ def main() -> None:
         print(f"\n{variant}: syncs by source line (top {args.top})")
         for where, n in counts.most_common(args.top):
             print(f"  {n:7d}  {where}")
+    write_raw(args.out, "cuda_syncs", vars(args), {"rows": rows,
+                                                   "syncs_by_line": {v: dict(c) for v, c in lines.items()}})
 
 
 if __name__ == "__main__":

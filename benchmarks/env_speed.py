@@ -14,6 +14,7 @@ import argparse
 import time
 
 import numpy as np
+from rawdata import write_raw
 
 from rlaux.envs import VEC_ENV_CHOICES, make_vec_env, miniworld_available, resolve_env
 from rlaux.errors import ConfigError
@@ -56,9 +57,12 @@ def main() -> None:
     parser.add_argument("--vec-env", nargs="+", default=["auto"], choices=VEC_ENV_CHOICES,
                         help="envpool: Atari only, optional extra rlaux[envpool]")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--out", default=None, metavar="JSON",
+                        help="also write the raw output (machine, versions, commit, every repeat) to JSON")
     args = parser.parse_args()
 
     print(f"{'env':<12} {'env id':<24} {'n':>3} {'vec env':<18} {'steps/s':>9} {'startup s':>9}")
+    results: list[dict] = []
     for name in args.env:
         if name.lower().startswith("miniworld"):
             ok, reason = miniworld_available()
@@ -78,11 +82,13 @@ def main() -> None:
                 except ConfigError as exc:
                     print(f"{name:<12} {vec}: {exc}")
                     continue
+                results.append(dict(r))
                 print(
                     f"{r['env']:<12} {r['env_id']:<24} {r['n_envs']:>3} {r['vec_env']:<18} "
                     f"{r['steps_per_s']:>9.0f} {r['startup_s']:>9.2f}",
                     flush=True,
                 )
+    write_raw(args.out, "env_speed", vars(args), {"runs": results})
 
 
 if __name__ == "__main__":

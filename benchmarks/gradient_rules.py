@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch as th
+from rawdata import write_raw
 
 from rlaux.envs import make_vec_env
 from rlaux.objective import GRADIENT_RULES
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--aux-weight", action="append", default=[], metavar="NAME=VALUE",
                         help="a task's weight instead of its default (repeatable)")
     parser.add_argument("--csv", default=None, help="append one row per rule to this CSV")
+    parser.add_argument("--out", default=None, metavar="JSON",
+                        help="also write the raw output (machine, versions, commit, every repeat) to JSON")
     args = parser.parse_args()
 
     rows = []
@@ -102,6 +105,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['rule']:>12} {row['rl_grad_norm_median']:7.2f} {row['rl_clip_share']:7.0%} "
               f"{row['aux_grad_norm_median']:8.2f} {row['aux_clip_share']:8.0%} {row['return_last100']:7.2f}")
+    write_raw(args.out, "gradient_rules", vars(args), {"rows": rows})
 
 
 if __name__ == "__main__":
