@@ -55,10 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.wrappers import RecordVideo
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from rlaux.algorithms import ALGORITHMS, evaluation_reward_feeder
@@ -68,6 +66,7 @@ from rlaux.envs.evaluation import (
     EvaluationProgress,
     atari_frame_skip,
     default_max_episode_steps,
+    video_wrapper,
 )
 from rlaux.errors import ConfigError, import_optional
 from rlaux.run import DEVICES
@@ -183,39 +182,6 @@ def load_model(path: Path, algo: str | None = None, device: str = "auto") -> Any
 # ------------------------------------------------------------------------ envs
 
 
-def _video_frame(frame: Any) -> Any:
-    """uint8 RGB frame, at least ~160 px on its short side, even sides (H.264 needs them)."""
-    if frame is None:
-        return None
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8:  # MinAtar's rgb_array is a float palette image in [0, 1]
-        scale = 255.0 if frame.size and float(frame.max()) <= 1.0 else 1.0
-        frame = np.clip(frame * scale, 0, 255).astype(np.uint8)
-    if frame.ndim == 2:
-        frame = np.repeat(frame[:, :, None], 3, axis=2)
-    h, w = frame.shape[:2]
-    k = max(1, int(np.ceil(160 / max(min(h, w), 1))))
-    if k > 1:  # nearest-neighbour upscaling keeps MinAtar's cells sharp
-        frame = np.repeat(np.repeat(frame, k, axis=0), k, axis=1)
-    h, w = frame.shape[:2]
-    if h % 2 or w % 2:
-        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
-    return frame
-
-
-class _VideoFrames(gym.Wrapper):
-    """Renders video-ready frames (see :func:`_video_frame`)."""
-
-    def render(self) -> Any:
-        return _video_frame(self.env.render())
-
-
-def _video_wrapper(env: gym.Env, video_folder: str, name_prefix: str, fps: int | None) -> gym.Env:
-    """The raw env, rendering video-ready frames, inside RecordVideo (first episode only)."""
-    return RecordVideo(_VideoFrames(env), video_folder=video_folder, name_prefix=name_prefix,
-                       episode_trigger=lambda episode: episode == 0, fps=fps, disable_logger=True)
-
-
 def make_eval_env(spec: EnvSpec, n_envs: int = 1, seed: int = 0, vec_env: str = "auto", env_wrapper: Any = None,
                   max_episode_steps: int | None = None) -> Any:
     """The evaluation VecEnv of ``spec``: no episodic life, no reward clipping (``training=False``);
@@ -283,7 +249,7 @@ def record_video(model: Any, spec: EnvSpec, path: Path, seed: int, deterministic
     fps = 60 if spec.kind == "atari" and spec.env_kwargs.get("frameskip", 1) == 1 else 30
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".video-") as tmp:
         folder = str(Path(tmp) / "frames")
-        wrapper = functools.partial(_video_wrapper, video_folder=folder, name_prefix="episode", fps=fps)
+        wrapper = functools.partial(video_wrapper, video_folder=folder, name_prefix="episode", fps=fps)
         with warnings.catch_warnings():
             # gymnasium's env checker looks at the raw render (MinAtar's is float); the recorded frames are uint8
             warnings.filterwarnings("ignore", message=".*(RGB-array rendering|render fps).*")

@@ -1,13 +1,15 @@
 """Episodes played for evaluation: how long one may last by default (``--max-episode-steps``), and the
 progress lines while they play (:class:`EvaluationProgress`, a VecEnv wrapper that reads only what the
-VecEnv returns). Used by :mod:`rlaux.evaluate`."""
+VecEnv returns), and the frames of a recorded episode (:func:`video_wrapper`). Used by :mod:`rlaux.evaluate`."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import RecordVideo
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from rlaux.envs.spec import EnvSpec, atari_wrapper_kwargs
@@ -84,4 +86,38 @@ def atari_frame_skip(spec: EnvSpec) -> int | None:
 
 
 
-__all__ = ["DEFAULT_MAX_EPISODE_STEPS", "EvaluationProgress", "atari_frame_skip", "default_max_episode_steps"]
+def video_frame(frame: Any) -> Any:
+    """uint8 RGB frame, at least ~160 px on its short side, even sides (H.264 needs them)."""
+    if frame is None:
+        return None
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:  # MinAtar's rgb_array is a float palette image in [0, 1]
+        scale = 255.0 if frame.size and float(frame.max()) <= 1.0 else 1.0
+        frame = np.clip(frame * scale, 0, 255).astype(np.uint8)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    h, w = frame.shape[:2]
+    k = max(1, int(np.ceil(160 / max(min(h, w), 1))))
+    if k > 1:  # nearest-neighbour upscaling keeps MinAtar's cells sharp
+        frame = np.repeat(np.repeat(frame, k, axis=0), k, axis=1)
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
+    return frame
+
+
+class VideoFrames(gym.Wrapper):
+    """Renders video-ready frames (see :func:`video_frame`)."""
+
+    def render(self) -> Any:
+        return video_frame(self.env.render())
+
+
+def video_wrapper(env: gym.Env, video_folder: str, name_prefix: str, fps: int | None) -> gym.Env:
+    """The raw env, rendering video-ready frames, inside RecordVideo (first episode only)."""
+    return RecordVideo(VideoFrames(env), video_folder=video_folder, name_prefix=name_prefix,
+                       episode_trigger=lambda episode: episode == 0, fps=fps, disable_logger=True)
+
+
+
+__all__ = ["DEFAULT_MAX_EPISODE_STEPS", "EvaluationProgress", "VideoFrames", "atari_frame_skip", "default_max_episode_steps", "video_frame", "video_wrapper"]
