@@ -155,3 +155,22 @@ def test_compute_spent_is_read_from_progress_csv(tmp_path):
     section = text.split("## Compute spent")[1].split("##")[0]
     assert "| fast | 2 | 200 | 20 | 500 |" in section  # medians: 200 steps, 20 s; 10,000 env steps / 20 s
     assert "| none | 2 | not logged | not logged | n/a |" in section
+
+
+def test_a_report_that_fails_midway_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch):
+    from rlaux.compare import plots
+
+    root = sweep(tmp_path / "runs", range(2), variants=("none", "fast"))
+    out = tmp_path / "out"
+    build_report([str(root)], str(out), reps=50)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "plot_performance_profile", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_report([str(root)], str(out), reps=50, n_points=20)  # would change curves.csv
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")] == []

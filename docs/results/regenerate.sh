@@ -16,3 +16,4 @@ compare docs/results/presets/ppo --baseline ppo-before
 compare docs/results/unreal-weights/a2c --baseline none
 compare docs/results/unreal-weights/ppo --baseline none
 fromdata docs/results/a2c-minatar --baseline none --allow-missing-seeds   # partial: the study is in progress
+fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky

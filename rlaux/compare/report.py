@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,9 +134,36 @@ def build_report(
         check_seeds(keys, baseline)
     # Baseline first, then the others: fixed order and colours in every table and figure.
     variants = [baseline] + [v for v in variants if v != baseline]
-    out = Path(out_dir)
+    final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written to a staging folder first and moved over the report's files only once the
+    # whole report is built: an error midway leaves the earlier report as it was.
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = _build(runs, tables, keys, variants, baseline, loaded, out, final, fig_dir, run_dirs, reference, reps,
+                        seed, n_points, window, score_ranges, final_from_eval)
+        _move_into(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return final / report.name
+
+
+def _move_into(staging: Path, final: Path) -> None:
+    """Each file of ``staging`` over its namesake in ``final`` (other files of ``final`` stay)."""
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            target = final / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], baseline: str, loaded: Any, out: Path,
+           final: Path, fig_dir: Path, run_dirs: list[str], reference: str | None, reps: int, seed: int,
+           n_points: int, window: int, score_ranges: Mapping[str, tuple[float, float]] | None,
+           final_from_eval: bool) -> Path:
+    """The report's body (see :func:`build_report`), written into ``out``; ``final`` is where it will lie."""
     warnings = list(loaded.warnings) if runs else [
         "rebuilt from the study's curves.csv and scores.csv: its runs' episodes were not kept, so the learning "
         "curves are those resampled then (the window and grid they were made with) and the final and AUC scores "
@@ -166,7 +197,7 @@ def build_report(
     budgets = ", ".join(f"{env}: {int(b):,}" for env, b in sorted({(k[0], k[3]) for k in keys}))
     seeds_per = ", ".join(f"{v}: {len({(k[0], k[2]) for k in keys if k[1] == v})} runs" for v in variants)
     lines += [
-        f"- Runs read: {len(keys)} ({seeds_per}) from {', '.join(_portable(d, out) for d in run_dirs)}",
+        f"- Runs read: {len(keys)} ({seeds_per}) from {', '.join(_portable(d, final) for d in run_dirs)}",
         f"- Envs: {len(set(scores['env']))}; variants: {', '.join(variants)} (baseline: `{baseline}`)",
         f"- Budget (env steps per run): {budgets}",
         f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
