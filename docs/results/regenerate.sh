@@ -15,6 +15,6 @@ compare docs/results/presets/a2c --baseline a2c-before
 compare docs/results/presets/ppo --baseline ppo-before
 compare docs/results/unreal-weights/a2c --baseline none
 compare docs/results/unreal-weights/ppo --baseline none
-fromdata docs/results/a2c-minatar --baseline none --allow-missing-seeds   # partial: the study is in progress
+fromdata docs/results/a2c-minatar --baseline none   # partial: 2 of 5 games so far
 fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky
 fromdata docs/results/miniworld/pilot-pixel-control --baseline pc0.05 --curve-window 100

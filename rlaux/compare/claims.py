@@ -131,6 +131,18 @@ def normalisation_sensitivity(scores: pd.DataFrame, variants: Sequence[str], nor
             table(["normalisation", *variants], rows), ""]
 
 
+def kept_as_tables(folders: Sequence[str | Path]) -> bool:
+    """Whether ``folders`` is one study folder that keeps only its report's tables (curves.csv, scores.csv) and no
+    runs of its own at its top level (no run folder, episodes table or manifest there): it is rebuilt from those
+    tables, and folders inside it (a pilot, a side study) are not read as its runs."""
+    if len(folders) != 1 or not Path(folders[0]).is_dir():
+        return False
+    folder = Path(folders[0])
+    own = ("config.json", "runs", "episodes.csv.gz", "episodes.csv", "manifest.csv")
+    return ((folder / "curves.csv").is_file() and (folder / "scores.csv").is_file()
+            and not any((folder / name).exists() for name in own))
+
+
 def read_tables(folders: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(curves, scores) of one study folder that keeps only its ``curves.csv`` and ``scores.csv`` (studies made
     before reports wrote ``episodes.csv.gz``), or None where ``folders`` is not one such folder."""
@@ -175,4 +187,4 @@ def check_seeds(keys: Sequence[tuple], baseline: str) -> None:
 
 
 
-__all__ = ["check_seeds", "comparisons", "compute_section", "normalisation_sensitivity", "read_tables", "verdict_lines"]
+__all__ = ["check_seeds", "comparisons", "kept_as_tables", "compute_section", "normalisation_sensitivity", "read_tables", "verdict_lines"]

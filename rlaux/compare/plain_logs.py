@@ -33,7 +33,9 @@ def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS + COMPUTE_COLUMNS)
     path = Path(path)
     # full precision: a rebuilt report is byte-identical
-    frame[EPISODE_COLUMNS + COMPUTE_COLUMNS].to_csv(path, index=False)
+    # gzip without a timestamp, so that rebuilding a report from its own data leaves the file byte for byte
+    compression = {"method": "gzip", "mtime": 0} if path.name.endswith(".gz") else None
+    frame[EPISODE_COLUMNS + COMPUTE_COLUMNS].to_csv(path, index=False, compression=compression)
     return path
 
 

@@ -18,6 +18,7 @@ from rlaux.compare.claims import (
     check_seeds,
     comparisons,
     compute_section,
+    kept_as_tables,
     normalisation_sensitivity,
     read_tables,
     verdict_lines,
@@ -32,6 +33,7 @@ from rlaux.compare.results import (
     split_algorithm,
     write_curves_csv,
 )
+from rlaux.compare.runs import LoadedRuns
 from rlaux.errors import ConfigError
 
 HOW_TO_READ = """\
@@ -120,9 +122,12 @@ def build_report(
         raise ConfigError(f"unknown reference {reference!r}; valid: {', '.join(stats.REFERENCES)}")
     if reps < 1:
         raise ConfigError(f"reps must be >= 1, got {reps}")
-    loaded = load_runs(run_dirs, truncate=truncate, include_unfinished=include_unfinished)
-    runs = loaded.runs
-    tables = None if runs else read_tables(run_dirs)
+    if kept_as_tables(run_dirs):  # a study folder that keeps only its tables: not the runs of folders inside it
+        loaded, runs, tables = LoadedRuns([], []), [], read_tables(run_dirs)
+    else:
+        loaded = load_runs(run_dirs, truncate=truncate, include_unfinished=include_unfinished)
+        runs = loaded.runs
+        tables = None if runs else read_tables(run_dirs)
     if not runs and tables is None:
         detail = "; ".join(loaded.warnings) or "no folder with config.json, episodes.csv.gz or manifest.csv found"
         raise ConfigError(f"no readable runs under {', '.join(map(str, run_dirs))}: {detail}")
