@@ -108,7 +108,7 @@ def test_verdict_lines_name_seed_counts_and_do_not_overclaim_at_two_seeds(tmp_pa
     # P = 1.000 from 2 x 2 runs: p = 2 / C(4, 2) = 0.33, so "level", with the counts and a range
     assert "level" in fast and "P(fast > none) = 1.000" in fast and "exact p = 0.333" in fast
     assert "2 vs 2 runs x 1 env(s)" in fast and "(range " in fast
-    assert any("not 95% intervals" in line for line in lines)
+    assert any("not bootstrap intervals" in line for line in lines)
 
 
 def test_threshold_ladder_uses_fixed_targets_and_counts_never(tmp_path):

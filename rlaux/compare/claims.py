@@ -79,7 +79,7 @@ def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT
                      f"{p_value(t['p'], t['exact'])} (Holm over {len(tests)}: {p_value(t['p_holm'], True)}), "
                      f"{t['counts']} runs x {t['envs']} env(s); {agg}")
     if few and matrices:
-        lines.append(f"(fewer than {significance.MIN_RUNS_FOR_CI} runs a variant: {kind}, not 95% intervals; "
+        lines.append(f"(fewer than {significance.MIN_RUNS_FOR_CI} runs a variant: {kind}, not bootstrap intervals; "
                      "the exact p-values hold at any count)")
     return lines
 

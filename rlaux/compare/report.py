@@ -43,10 +43,7 @@ HOW_TO_READ = """\
 10% of training; the *AUC score* is its learning curve averaged over training
 (area under the curve / budget), which rewards learning early. Per env we report
 the interquartile mean (IQM: the mean of the middle 50% of runs, robust to
-outlier seeds) with a 95% stratified-bootstrap confidence interval ({reps}
-resamples, Agarwal et al. 2021, `rliable`) where a variant has at least {min_runs}
-runs, and the range of its runs (lowest to highest) where it has fewer: a
-bootstrap over so few runs cannot give 95% coverage. Overlapping intervals or
+outlier seeds) with {interval_text}. Overlapping intervals or
 ranges mean "no evidence either way". Across envs, scores are normalised
 ({norm_note}). The probability of improvement P(X > {baseline}) is the chance
 that a run of X beats a run of {baseline} on a randomly chosen env (0.5 = no
@@ -188,6 +185,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     scores.to_csv(out / "scores.csv", index=False)
 
     per_env = stats.per_env_intervals(scores, reps, seed)
+    any_ci = significance.enough_runs(int(per_env["n_seeds"].max()))  # else no "95%" anywhere in the text
     final_norm, envs, agg_warnings = stats.score_matrices(scores, "final_norm", variants)
     auc_norm, _, _ = stats.score_matrices(scores, "auc_norm", variants)
     final_raw, _, _ = stats.score_matrices(scores, "final", variants)
@@ -205,8 +203,10 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
         f"- Runs read: {len(keys)} ({seeds_per}) from {', '.join(_portable(d, final) for d in run_dirs)}",
         f"- Envs: {len(set(scores['env']))}; variants: {', '.join(variants)} (baseline: `{baseline}`)",
         f"- Budget (env steps per run): {budgets}",
-        f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
-        f"(ranges below), seed {seed}; exact permutation p-values throughout",
+        (f"- Bootstrap: {reps} stratified resamples, 95% CIs where a variant has {significance.MIN_RUNS_FOR_CI}+ runs "
+         f"(ranges below), seed {seed}; exact permutation p-values throughout" if any_ci else
+         f"- Intervals: the range of each variant's runs (every variant has fewer than "
+         f"{significance.MIN_RUNS_FOR_CI}); exact permutation p-values throughout"),
         ("- Data: `episodes.csv.gz` (every episode: env,env_id,variant,seed,budget,step,return; `compare --from` it "
          "rebuilds this report), " if runs else "- Data: ") + "`curves.csv` (env,variant,seed,step,return), "
         "`scores.csv` (per-run final and AUC scores), `threshold_ladder.csv`",
@@ -223,7 +223,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     lines += ["## Verdicts", ""] + [f"- {line}" for line in verdict_lines(scores, baseline, reps, seed)] + [""]
     lines += [
         HOW_TO_READ.format(window=window, n_points=n_points, reps=reps, baseline=baseline, norm_note=norm_note,
-                           min_runs=significance.MIN_RUNS_FOR_CI),
+                           interval_text=_interval_text(any_ci, reps)),
         "",
     ]
 
@@ -241,8 +241,8 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     ]
     lines += [table(["env", "variant", "seeds", "final score IQM [interval]", "AUC score IQM [interval]"], rows), ""]
     smallest = int(per_env["n_seeds"].min())
-    lines += [f"[a, b]: 95% bootstrap CI ({significance.MIN_RUNS_FOR_CI}+ runs); range a to b: the lowest and "
-              "highest run (fewer runs). " + (significance.spread_note(smallest) if smallest < significance.MIN_RUNS_FOR_CI
+    lines += [(f"[a, b]: 95% bootstrap CI ({significance.MIN_RUNS_FOR_CI}+ runs); " if any_ci else "")
+              + "range a to b: the lowest and highest run (fewer runs). " + (significance.spread_note(smallest) if smallest < significance.MIN_RUNS_FOR_CI
                                               else ""), ""]
     for env, path in curve_pngs.items():
         lines += [_image(path, out, f"learning curves {env}"), ""]
@@ -303,7 +303,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
             ci = f"[{fmt(poi[v][1])}, {fmt(poi[v][2])}]" if shown else f"n/a (< {significance.MIN_RUNS_FOR_CI} runs)"
             rows.append([v, f"{t['counts']} x {t['envs']}", fmt(t["p_improvement"]), ci,
                          p_value(t["p"], t["exact"]), p_value(t["p_holm"], True), t["verdict"]])
-        lines += [table(["variant", "runs x envs", f"P(variant > {baseline})", "95% bootstrap CI", "exact p",
+        lines += [table(["variant", "runs x envs", f"P(variant > {baseline})", "bootstrap interval", "exact p",
                           f"Holm p ({len(tests['aggregate'])} variants)", "verdict"], rows), ""]
         per_env_tests = tests["per_env"]
         lines += [f"Per env ({len(per_env_tests)} comparisons in this report; Holm-adjusted over all of them):", ""]
@@ -361,6 +361,17 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _interval_text(any_ci: bool, reps: int) -> str:
+    """How HOW_TO_READ describes the intervals: bootstrap CIs only where some variant has enough runs."""
+    ranges = ("the range of its runs (lowest to highest) where a variant has fewer than "
+              f"{significance.MIN_RUNS_FOR_CI} runs: a bootstrap over so few runs cannot give the coverage it "
+              "would claim")
+    if not any_ci:
+        return ranges + " (here every variant has fewer)"
+    return (f"a 95% stratified-bootstrap confidence interval ({reps} resamples, Agarwal et al. 2021, `rliable`) "
+            f"where a variant has at least {significance.MIN_RUNS_FOR_CI} runs, and " + ranges)
 
 
 def _atari100k_section(

@@ -119,8 +119,9 @@ def enough_runs(*counts: int) -> bool:
 def spread_note(smallest: int) -> str:
     """Why a report shows ranges instead of intervals, for the smallest run count it has."""
     return (f"With {smallest} run(s) per variant (fewer than {MIN_RUNS_FOR_CI}), intervals are shown as ranges "
-            "(the lowest and highest run, or per-seed aggregate), not as 95% intervals: a percentile bootstrap "
-            f"over so few runs cannot reach past them and covers far less than 95%. The exact p-values stay valid.")
+            "(the lowest and highest run, or per-seed aggregate), not as bootstrap intervals: a percentile bootstrap "
+            "over so few runs cannot reach past them and covers far less than it claims. The exact p-values stay "
+            "valid.")
 
 
 def verdict(p: float, probability: float, alpha: float = 0.05) -> str:
