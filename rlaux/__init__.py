@@ -1,6 +1,6 @@
 """rlaux: UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C, and sb3-contrib's RecurrentPPO."""
 
-from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO, AuxRecurrentPPO
+from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO, AuxRecurrentPPO, AuxSettings
 from rlaux.errors import ConfigError
 from rlaux.policy import (
     AuxActorCriticCnnPolicy,
@@ -24,6 +24,7 @@ __all__ = [
     "AuxRecurrentActorCriticPolicy",
     "AuxRecurrentPPO",
     "AuxReplayBuffer",
+    "AuxSettings",
     "AuxTask",
     "ConfigError",
     "ReplayBatch",

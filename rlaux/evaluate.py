@@ -69,10 +69,10 @@ from rlaux.envs.evaluation import (
     video_wrapper,
 )
 from rlaux.errors import ConfigError, import_optional
+from rlaux.files import atomic_write_bytes
 from rlaux.run import DEVICES
-from rlaux.run.checkpoint import checkpoint_dirs
-from rlaux.run.files import atomic_write_bytes
 from rlaux.run.pretrained import saved_algo
+from rlaux.run_folder import RunFolder, RunRecord
 
 MODEL_CHOICES = ("best", "final", "latest")
 
@@ -87,34 +87,14 @@ class Target:
     model_path: Path
     which: str  # "best" | "final" | "latest" | "interrupted" | "file"
     run_dir: Path | None
-    config: dict[str, Any] | None
+    config: RunRecord | None
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("env_spec"), dict):
-        raise ConfigError(f"{path}: not a config.json written by rlaux (no env_spec)")
-    return config
-
-
-def _checkpoint_models(run_dir: Path) -> list[Path]:
-    """Model files of the run's checkpoints, oldest first."""
-    return [d / "model.zip" for d in checkpoint_dirs(run_dir) if (d / "model.zip").is_file()]
-
-
-def _run_dir_of(model_path: Path) -> Path | None:
-    """The run folder a model file lies in (RUN/x.zip or RUN/checkpoints/<ckpt>/model.zip), if any."""
-    candidates = [model_path.parent]
-    if len(model_path.parents) > 2 and model_path.parents[1].name == "checkpoints":
-        candidates.append(model_path.parents[2])
-    for folder in candidates:
-        if (folder / "config.json").is_file():
-            return folder
-    return None
+def _read_config(run_dir: Path) -> RunRecord:
+    record = RunFolder(run_dir).read()
+    if not isinstance(record.get("env_spec"), dict):
+        raise ConfigError(f"{RunFolder(run_dir).config_file}: not a config.json written by rlaux (no env_spec)")
+    return record
 
 
 def resolve_target(load: str | os.PathLike, model: str | None = None) -> Target:
@@ -125,19 +105,20 @@ def resolve_target(load: str | os.PathLike, model: str | None = None) -> Target:
     if path.is_file():
         if model is not None:
             raise ConfigError(f"--model {model} picks a model of a run folder; --load {load} is a model file already")
-        run_dir = _run_dir_of(path)
-        return Target(path, "file", run_dir, _read_config(run_dir) if run_dir else None)
+        folder = RunFolder.of_model(path)
+        return Target(path, "file", folder and folder.path, _read_config(folder.path) if folder else None)
     if not path.is_dir():
         raise ConfigError(f"--load {load}: not a run folder or a model file")
-    if not (path / "config.json").is_file():
+    folder = RunFolder(path)
+    if not folder.is_run():
         zips = sorted(p.name for p in path.glob("*.zip"))
         hint = f" (it holds {', '.join(zips)}: give one of them to --load, with --env)" if zips else ""
         raise ConfigError(f"--load {load}: not a run folder, it has no config.json{hint}")
     config = _read_config(path)
-    checkpoints = _checkpoint_models(path)
+    checkpoints = [d / "model.zip" for d in folder.checkpoint_dirs() if (d / "model.zip").is_file()]
     choices = {
-        "best": path / "best_model.zip",
-        "final": path / "final_model.zip",
+        "best": folder.model_file("best"),
+        "final": folder.model_file("final"),
         "latest": checkpoints[-1] if checkpoints else None,
     }
     if model is not None:
@@ -150,7 +131,7 @@ def resolve_target(load: str | os.PathLike, model: str | None = None) -> Target:
             raise ConfigError(f"--model {model}: run {path} has {what} (it has: {', '.join(have) or 'no model'})")
         return Target(chosen, model, path, config)
     order = [("best", choices["best"]), ("final", choices["final"]), ("latest", choices["latest"]),
-             ("interrupted", path / "interrupted_model.zip")]
+             ("interrupted", folder.model_file("interrupted"))]
     for which, candidate in order:
         if candidate is not None and candidate.is_file():
             return Target(candidate, which, path, config)
@@ -302,7 +283,7 @@ def spec_for(target: Target, env: str | None = None, game: str | None = None) ->
     try:
         return EnvSpec(**target.config["env_spec"])
     except TypeError as err:
-        raise ConfigError(f"{target.run_dir / 'config.json'}: bad env_spec ({err})") from None
+        raise ConfigError(f"{RunFolder(target.run_dir).config_file}: bad env_spec ({err})") from None
 
 
 def default_video_path(target: Target) -> Path:
@@ -392,7 +373,7 @@ def evaluate_run(
         "video": str(video_path) if video_path else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    results_path = Path(output) if output else (target.run_dir / "evaluation.json" if target.run_dir else None)
+    results_path = Path(output) if output else (RunFolder(target.run_dir).evaluation_json if target.run_dir else None)
     if results_path is not None:
         results_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(results_path, (json.dumps(result, indent=2) + "\n").encode())

@@ -43,12 +43,11 @@ import stable_baselines3 as sb3
 from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
 from rlaux.errors import ConfigError, import_optional
 from rlaux.evaluate import check_options, evaluate_run, load_model, record_video, resolve_target, spec_for
-from rlaux.run.files import atomic_write_bytes
+from rlaux.files import atomic_write_bytes
+from rlaux.hub_card import model_card
+from rlaux.run_folder import RunFolder, RunRecord
 
 VIDEO_NOTE = 'no replay video: moviepy is not installed (pip install "rlaux[video]")'
-#: The libraries an rlaux algorithm extends one of: top-level module -> (name, address).
-LIBRARIES = {"stable_baselines3": ("Stable-Baselines3", "https://github.com/DLR-RM/stable-baselines3"),
-             "sb3_contrib": ("sb3-contrib", "https://github.com/Stable-Baselines-Team/stable-baselines3-contrib")}
 #: The files of a package besides the model zip.
 PACKAGE_FILES = ("config.json", "results.json", "README.md", "replay.mp4")
 
@@ -103,7 +102,7 @@ def check_repo_id(repo_id: str) -> None:
         raise ConfigError(f"--repo-id {repo_id!r}: give ORG/NAME (your user name or organisation, then the model's name)")
 
 
-def model_file_name(config: dict[str, Any]) -> str:
+def model_file_name(config: RunRecord) -> str:
     """The model's file name in a package: huggingface_sb3's ``ModelName`` of ``aux_<algo>`` and the env,
     e.g. ``aux_ppo-MinAtar-Breakout-v1.zip`` (rl-zoo3's naming, with rlaux's algorithm names)."""
     from huggingface_sb3 import EnvironmentName, ModelName
@@ -129,101 +128,6 @@ def _results(evaluation: dict[str, Any]) -> dict[str, Any]:
         "seed": evaluation["seed"], "evaluation": "rlaux.evaluate: full games, raw scores (no reward clipping, "
                                                   "no episodic life)",
     }
-
-
-_CARD = """---
-{{ card_data }}
----
-
-# {{ algo_class }} with auxiliary tasks playing {{ env_id }}
-
-This is an **{{ algo_class }}** agent ({{ base_class }} of [{{ library }}]({{ library_url }})
-with auxiliary tasks) trained on **{{ env_id }}** for {{ timesteps }} env steps with
-**rlaux** (UNREAL-style auxiliary tasks for Stable-Baselines3's PPO and A2C and sb3-contrib's RecurrentPPO).
-
-## Auxiliary tasks
-
-{% if tasks %}The loss is `L_rl + sum_k weight_k * L_aux_k` over these tasks:
-
-| task | weight | weighting |
-|---|---|---|
-{% for task in tasks %}| `{{ task.name }}` | {{ task.weight }} | {{ task.weighting }} |
-{% endfor %}{% else %}None: this agent is a plain {{ base_class }} baseline.
-{% endif %}
-## Evaluation
-
-Mean return **{{ "%.2f" | format(mean) }} ± {{ "%.2f" | format(std) }}** over {{ episodes }} episodes
-({{ "deterministic" if deterministic else "stochastic" }} actions; median {{ "%.2f" | format(median) }},
-min {{ "%.2f" | format(min) }}, max {{ "%.2f" | format(max) }}): full games, raw scores (no reward
-clipping, no episodic life), evaluated by `rlaux.evaluate`. Every episode is in `results.json`.
-{% if video %}A replay of one episode is in `replay.mp4`.{% endif %}
-
-## Usage
-
-```bash
-pip install "rlaux[hub]"
-```
-
-```python
-from rlaux.hub import load_from_hub
-
-model = load_from_hub("{{ repo_id }}")  # {{ algo_class }}, with its auxiliary tasks and heads
-# SB3 model files are pickles: huggingface_sb3 asks you to set TRUST_REMOTE_CODE=True if you trust this repository.
-```
-
-Or download the repository and evaluate it with rlaux's command line (`config.json` rebuilds the env):
-
-```bash
-python train_agent.py evaluate --load <folder>/{{ model_file }} --episodes 10 --video
-```
-
-## Training
-
-`config.json` holds every setting of the run (env preset, hyperparameters, tasks, seed).
-Hyperparameters: `{{ hyperparams }}`; {{ n_envs }} envs, seed {{ seed }}.
-"""
-
-
-def base_algorithm(agent: AuxPPO | AuxA2C | AuxRecurrentPPO) -> tuple[str, str, str]:
-    """(class, library, address) of the algorithm ``agent`` extends: ``PPO`` of Stable-Baselines3,
-    ``RecurrentPPO`` of sb3-contrib, ..."""
-    for cls in type(agent).__mro__:
-        library = LIBRARIES.get(cls.__module__.split(".")[0])
-        if library:
-            return (cls.__name__, *library)
-    return (type(agent).__name__, *LIBRARIES["stable_baselines3"])
-
-
-def _model_card(hub: ModuleType, agent: AuxPPO | AuxA2C | AuxRecurrentPPO, config: dict[str, Any],
-                results: dict[str, Any], repo_id: str, model_file: str, video: bool) -> Any:
-    """The README.md model card (huggingface_hub's ``ModelCard``), with huggingface_sb3's metadata
-    (library, tags, ``model-index`` from ``metadata_eval_result``) plus rlaux's tags. The tasks and
-    their weights are the model's own (defaults filled in), the weighting specs the run's."""
-    from huggingface_hub.repocard import metadata_eval_result
-
-    algo_class = type(agent).__name__
-    base_class, library, library_url = base_algorithm(agent)
-    env_id = config["env_id"]
-    weighting = config.get("aux_weighting", {})
-    tasks = [{"name": task.name, "weight": f"{task.weight:g}",
-              "weighting": weighting.get(task.name, weighting.get("*", "fixed"))} for task in agent.aux_tasks]
-    aux = [task["name"] for task in tasks]
-    eval_result = metadata_eval_result(
-        model_pretty_name=algo_class, task_pretty_name="reinforcement-learning", task_id="reinforcement-learning",
-        metrics_pretty_name="mean_reward", metrics_id="mean_reward",
-        metrics_value=f"{results['mean_reward']:.2f} +/- {results['std_reward']:.2f}",
-        dataset_pretty_name=env_id, dataset_id=env_id)
-    tags = [env_id, "deep-reinforcement-learning", "reinforcement-learning", "stable-baselines3",
-            *(["sb3-contrib"] if library == "sb3-contrib" else []), "rlaux", "auxiliary-tasks", *aux]
-    card_data = hub.ModelCardData(library_name="stable-baselines3", tags=tags, **eval_result)
-    return hub.ModelCard.from_template(
-        card_data, template_str=_CARD, algo_class=algo_class, base_class=base_class, library=library,
-        library_url=library_url, env_id=env_id, tasks=tasks,
-        timesteps=results["num_timesteps"], mean=results["mean_reward"], std=results["std_reward"],
-        median=results["median_reward"], min=results["min_reward"], max=results["max_reward"],
-        episodes=results["n_eval_episodes"], deterministic=results["is_deterministic"], video=video,
-        repo_id=repo_id, model_file=model_file, hyperparams=json.dumps(config.get("hyperparams", {}), sort_keys=True),
-        n_envs=config.get("n_envs"), seed=config.get("seed"))
 
 
 def _rlaux_version() -> str:
@@ -282,7 +186,7 @@ def package_run(
     if target.config is None or target.run_dir is None:
         raise ConfigError(f"--load {load}: push needs a run folder (its config.json says which env and tasks the "
                           "model has), not a model file outside one")
-    config = dict(target.config)
+    config = target.config
     agent = load_model(target.model_path, algo=config.get("algo"), device=device)
     out = Path(local_dir)
     _prepare_folder(out)
@@ -296,17 +200,13 @@ def package_run(
     results = _results(evaluation)
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
 
-    request = dict(config["request"]) if isinstance(config.get("request"), dict) else None
-    for local in ("log_dir", "run_dir", "tensorboard_log", "trained_agent"):  # this machine's folders: not published
-        config.pop(local, None)
-        if request is not None:
-            request.pop(local, None)
-    if request is not None:
-        config["request"] = request
-    config["system_info"] = sb3.get_system_info(print_info=False)[0]
-    config["hub"] = {"repo_id": repo_id, "model_file": model_file, "model_choice": target.which,
-                     "rlaux_version": _rlaux_version()}
-    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2, default=str) + "\n").encode())
+    local = ("log_dir", "run_dir", "tensorboard_log", "trained_agent")  # this machine's folders: not published
+    hub_info = {"repo_id": repo_id, "model_file": model_file, "model_choice": target.which,
+                "rlaux_version": _rlaux_version()}
+    config = RunRecord({k: v for k, v in config.request.items() if k not in local},
+                       {**{k: v for k, v in config.resolved.items() if k not in local},
+                        "system_info": sb3.get_system_info(print_info=False)[0], "hub": hub_info})
+    RunFolder(out).write(config)
 
     has_video = False
     if video and not _moviepy_installed():
@@ -319,7 +219,7 @@ def package_run(
         except ConfigError as err:
             print(f"no replay video: {err}", flush=True)
 
-    card = _model_card(hub, agent, config, results, repo_id, model_file, has_video)
+    card = model_card(hub, agent, config, results, repo_id, model_file, has_video)
     card.save(out / "README.md")
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"package for {repo_id}: {out} ({files})" if announce else f"package for {repo_id}: {files}", flush=True)
@@ -386,9 +286,9 @@ def load_from_hub(
     """
     if local_dir is not None:
         folder = Path(local_dir)
-        if not (folder / "config.json").is_file():
+        if not RunFolder(folder).is_run():
             raise ConfigError(f"{folder}: not a package of an rlaux run (no config.json)")
-        config_path = folder / "config.json"
+        config_path = RunFolder(folder).config_file
     else:
         sb3_hub, hub = require_hub("load_from_hub")
         try:
@@ -397,7 +297,7 @@ def load_from_hub(
             raise ConfigError(f"{repo_id}: cannot download config.json ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''})") from None
     try:
-        config = json.loads(config_path.read_text())
+        config = RunRecord.from_json(json.loads(config_path.read_text()))
         algo = config["algo"]
         name = filename or config.get("hub", {}).get("model_file") or model_file_name(config)
     except (OSError, ValueError, KeyError, TypeError) as err:

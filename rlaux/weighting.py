@@ -178,7 +178,7 @@ def parse_weighting(spec: str, task: str = "*") -> Weighting:
     except ValueError:
         pass
     raise ConfigError(
-        f"bad --aux-weighting '{spec}' for {'all tasks' if task == '*' else task}: use one of "
+        f"'{spec}' is not a weighting (for {'all tasks' if task == '*' else task}): use one of "
         f"{', '.join(NAMES)}, olaux:BETA:EVERY or a schedule linear|cosine|warmup:START:END:FRACTION "
         f"(weights >= 0, 0 < FRACTION <= 1)"
     )

@@ -376,7 +376,7 @@ def test_every_config_problem_is_reported_at_once(tmp_path):
         train(bad)
     message = str(err.value)
     for needle in ("--timesteps must be a positive", "--n-envs must be at least 1", "unknown aux task 'nope'",
-                   "weight of aux task 'reward_pred'", "unknown hyperparameter 'n_stepz' for ppo",
+                   "--aux-weight reward_pred=-1: must be a finite number >= 0", "unknown hyperparameter 'n_stepz' for ppo",
                    "gamma=2.0 must be a number in [0, 1]", "learning_rate='fast' must be a positive number",
                    "--save-freq must be an integer >= 0", "--keep-checkpoints must be an integer >= 0"):
         assert needle in message, needle
@@ -388,7 +388,7 @@ def test_every_config_problem_is_reported_at_once(tmp_path):
     [
         (dict(env="NoSuchEnv-v0"), "unknown env 'NoSuchEnv-v0'"),
         (dict(aux=["pixel_control"]), "needs image observations"),
-        (dict(aux_weights={"reward_pred": 1.0}), "--aux-weight names reward_pred"),
+        (dict(aux_weights={"reward_pred": 1.0}), "--aux-weight names 'reward_pred'"),
         (dict(agent="nope"), "unknown agent preset 'nope'"),
         (dict(vec_env="threads"), "--vec-env 'threads'"),
         (dict(device="tpu"), "--device 'tpu'"),

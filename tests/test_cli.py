@@ -1,7 +1,6 @@
 """The command line: a real tiny run end to end, and one-line errors with exit code 2 (in-process, and once
 through ``train_agent.py`` itself)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rlaux.cli import main
+from rlaux.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,8 @@ def test_minatar_reward_pred_run_writes_its_folder_and_tensorboard_scalars(tmp_p
     assert f"run saved in {tmp_path / 'MinAtar_ppo_reward_pred_s3'}" in out
     run = tmp_path / "MinAtar_ppo_reward_pred_s3"
     assert (run / "final_model.zip").is_file()
-    config = json.loads((run / "config.json").read_text())
-    assert config["aux"] == ["reward_pred"] and float(config["aux_weights"]["reward_pred"]) == 0.5
+    config = RunFolder(run).read()
+    assert config["aux"] == ["reward_pred"] and float(config["aux_settings"]["weights"]["reward_pred"]) == 0.5
     assert config["hyperparams"]["n_steps"] == 64 and config["env_id"] == "MinAtar/Breakout-v1"
     assert list((run / "monitor").glob("*.monitor.csv"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

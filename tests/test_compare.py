@@ -223,10 +223,10 @@ def test_final_and_auc_scores_known_values(sweep_dir: Path) -> None:
 
 
 def test_sample_efficiency_half_the_steps(sweep_dir: Path) -> None:
-    from rlaux.compare import stats
+    from rlaux.compare import efficiency
 
     _, curves, scores = _scores(sweep_dir, window=1)
-    table = stats.sample_efficiency(curves, scores, "none").set_index("variant")
+    table = efficiency.sample_efficiency(curves, scores, "none").set_index("variant")
     assert table.loc["none", "target"] == pytest.approx(9.55)
     assert table.loc["none", "steps"] == pytest.approx(9550)
     assert table.loc["none", "ratio"] == pytest.approx(1.0)

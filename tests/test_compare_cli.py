@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rlaux.cli import main as cli_main
+from rlaux.run_folder import RunFolder
 
 TINY = ["--", "--n-envs", "2", "-params", "n_steps=64", "batch_size=64"]
 
@@ -261,7 +262,7 @@ def test_tiny_real_sweep_from_and_resume(tmp_path, capsys) -> None:
         run = out_dir / "runs" / name
         assert (run / "final_model.zip").is_file() and list((run / "monitor").glob("*.monitor.csv"))
         assert (out_dir / "logs" / f"{name}.log").is_file()
-        assert json.loads((run / "config.json").read_text())["n_envs"] == 2
+        assert RunFolder(run).read()["n_envs"] == 2
     import pandas as pd
 
     curves = pd.read_csv(out_dir / "curves.csv")

@@ -11,6 +11,7 @@ import pytest
 
 from rlaux.cli import COMMANDS, main
 from rlaux.cli.train import SUBCOMMANDS, train_parser
+from rlaux.run_folder import RunFolder
 
 pytest.importorskip("minigrid")
 
@@ -136,7 +137,7 @@ def test_env_wrapper_trains_minigrid_with_an_aux_task_and_evaluates(tmp_path, ca
             "dummy", "-params", "n_steps=64", "batch_size=64", "n_epochs=1", "-f", str(tmp_path), "--run-name", "mg",
             "--no-progress", "-v", "0", "--device", "cpu"]
     assert main(args) == 0
-    config = json.loads((tmp_path / "mg" / "config.json").read_text())
+    config = RunFolder(tmp_path / "mg").read()
     assert config["env_spec"]["env_wrapper"] == ["minigrid.wrappers.ImgObsWrapper"]
     assert config["env_spec"]["policy"] == "CnnPolicy"
     assert main(["evaluate", "--load", str(tmp_path / "mg"), "--episodes", "1"]) == 0  # the config rebuilds the env

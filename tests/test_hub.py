@@ -19,6 +19,7 @@ pytest.importorskip("huggingface_sb3")
 from huggingface_hub import ModelCard  # noqa: E402 - after the skip
 
 from rlaux.hub import load_from_hub, package_run  # noqa: E402
+from rlaux.run_folder import RunFolder
 
 MODEL_FILE = "aux_ppo-MinAtar-Breakout-v1.zip"
 REPO = "someone/minatar-aux"
@@ -45,7 +46,7 @@ def test_the_package_holds_model_config_results_and_card(package, run_dir):
     assert {MODEL_FILE, "config.json", "results.json", "README.md"} <= names
     assert (package / MODEL_FILE).read_bytes() == (run_dir / "final_model.zip").read_bytes()
 
-    config = json.loads((package / "config.json").read_text())
+    config = RunFolder(package).read()
     assert config["aux"] == ["reward_pred", "inverse_dynamics"] and config["algo"] == "ppo"
     assert config["hub"]["model_file"] == MODEL_FILE and config["hub"]["repo_id"] == REPO
     assert "Stable-Baselines3" in config["system_info"]
@@ -73,7 +74,7 @@ def test_the_card_of_a_recurrent_agent_names_sb3_contrib_recurrent_ppo():
     import huggingface_hub
 
     from rlaux import AuxRecurrentPPO
-    from rlaux.hub import _model_card
+    from rlaux.hub_card import model_card as _model_card
 
     agent = AuxRecurrentPPO("MlpLstmPolicy", "CartPole-v1", n_steps=8, batch_size=8, device="cpu")
     config = {"algo": "ppo_lstm", "env_id": "CartPole-v1", "hyperparams": {}, "n_envs": 1, "seed": 0}
@@ -83,6 +84,7 @@ def test_the_card_of_a_recurrent_agent_names_sb3_contrib_recurrent_ppo():
     assert "(RecurrentPPO of [sb3-contrib](https://github.com/Stable-Baselines-Team/stable-baselines3-contrib)" \
         in card.text
     assert "plain RecurrentPPO baseline" in card.text and "PPO_LSTM" not in card.text
+    assert '"clip": "rl_plus_aux"' in card.text and '"lstm_state_dtype": "float16"' in card.text  # the AuxSettings
     assert "sb3-contrib" in card.data.tags
 
 

@@ -21,6 +21,7 @@ from rlaux.networks import sb3_policy_kwargs
 from rlaux.replay import ReplayRequest
 from rlaux.run import RunConfig, resume, train
 from rlaux.run import checkpoint as ck
+from rlaux.run_folder import RunFolder
 from rlaux.tasks import make_tasks
 
 SMALL_LSTM = dict(lstm_hidden_size=16)
@@ -398,7 +399,7 @@ def test_short_unreal_run_on_minatar_logs_every_aux_scalar(tmp_path):
     from test_checkpoint import tb_steps
 
     assert UNREAL_SCALARS <= set(tb_steps(run))
-    config = json.loads((run / "config.json").read_text())
+    config = RunFolder(run).read()
     assert config["algo"] == "ppo_lstm" and config["hyperparams"]["policy_kwargs"]["last_action_reward"] is True
 
 
@@ -457,4 +458,4 @@ def test_the_shared_lstm_agent_preset_resolves():
 
     run = resolve(RunConfig(env="CartPole-v1", agent="ppo_lstm_unreal_shared", aux=["value_replay"], timesteps=64))
     assert run.hyperparams["policy_kwargs"]["shared_lstm"] is True
-    assert run.aux_task_kwargs["value_replay"] == {"through_shared_lstm": True}
+    assert run.aux.task_kwargs["value_replay"] == {"through_shared_lstm": True}

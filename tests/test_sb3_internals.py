@@ -101,6 +101,20 @@ def test_on_policy_private_api():
     assert "self._last_obs is None" in inspect.getsource(BaseAlgorithm._setup_learn)
 
 
+@pytest.mark.parametrize("cls", [PPO, A2C, RecurrentPPO])
+def test_setup_model_builds_the_policy_from_policy_kwargs(cls):
+    """AuxAlgorithmMixin._setup_model hands the tasks to the policy by putting them into ``self.policy_kwargs``
+    for the one call of ``super()._setup_model()``; SB3 must build the policy from that attribute there."""
+    source = inspect.getsource(cls._setup_model) + inspect.getsource(OnPolicyAlgorithm._setup_model)
+    assert "**self.policy_kwargs" in source, cls
+    policy = "MlpLstmPolicy" if cls is RecurrentPPO else "MlpPolicy"
+    model = cls(policy, "CartPole-v1", n_steps=8, seed=0, device="cpu", _init_setup_model=False,
+                **({"batch_size": 8} if cls is not A2C else {}))
+    model.policy_kwargs = {"net_arch": [7]}
+    model._setup_model()
+    assert model.policy.net_arch == [7]
+
+
 def test_logger_pending_values():
     """rlaux.run.checkpoint saves and restores the values recorded but not dumped: Logger.name_to_value,
     name_to_count, name_to_excluded; model._logger is absent until learn() or set_logger() sets it."""

@@ -66,7 +66,7 @@ def test_a_signal_to_the_process_group_checkpoints_and_resumes(tmp_path, signum,
     assert state["reason"] == "signal" and state["num_timesteps"] > 0
     # ... and the run goes on from there to its end.
     config = json.loads((run / "config.json").read_text())
-    config["timesteps"] = state["num_timesteps"] + 256
+    config["resolved"]["timesteps"] = state["num_timesteps"] + 256
     (run / "config.json").write_text(json.dumps(config))
     resumed = start_group(["--resume", str(run), "--no-progress"], log)
     resumed.wait(120)
@@ -110,8 +110,9 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so_and_can_sta
     assert len(err.splitlines()) == 1 and "no checkpoint" in err and "--restart" in err, err
 
     config = json.loads((run / "config.json").read_text())
-    for where in (config, config["request"]):  # the resolved values and the user's own flags
-        where["timesteps"], where["vec_env"] = 128, "dummy"
+    for where in (config["resolved"], config["request"]):  # the resolved values and the user's own flags
+        where["timesteps"] = 128
+    config["request"]["vec_env"] = "dummy"
     (run / "config.json").write_text(json.dumps(config))
     assert main(["--resume", str(run), "--restart", "--no-progress"]) == 0
     assert (run / "final_model.zip").is_file()

@@ -208,4 +208,4 @@ def test_label_names_the_variant_in_config_json(tmp_path, capsys):
     assert code == 0
     (config,) = tmp_path.glob("*/config.json")
     data = json.loads(config.read_text())
-    assert data["aux_label"] == "a2c-before" and data["label"] == "a2c-before"
+    assert data["resolved"]["aux_label"] == "a2c-before" and data["request"]["label"] == "a2c-before"

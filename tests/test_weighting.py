@@ -31,7 +31,7 @@ def test_schedules_give_the_right_weight_at_given_progress(spec, progress, expec
 
 @pytest.mark.parametrize("spec", ["nope", "linear:1:0", "linear:1:0:0", "linear:-1:0:0.5", "olaux:x", "cosine:1"])
 def test_bad_weighting_specs_are_one_line_errors(spec):
-    with pytest.raises(ConfigError, match="bad --aux-weighting"):
+    with pytest.raises(ConfigError, match="is not a weighting"):
         parse_weighting(spec)
 
 

@@ -18,6 +18,7 @@ from rlaux.algorithms import AuxPPO
 from rlaux.cli.train import config_from_args, train_parser
 from rlaux.run import resolve
 from rlaux.run.checkpoint import checkpoint_dirs
+from rlaux.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["-params", "n_steps:32", "batch_size=32", "n_epochs:1", "--n-envs", "1", "--no-progress", "-v", "0"]
@@ -113,7 +114,7 @@ def test_env_of_a_package_trains_through_gym_packages_with_env_kwargs(tiny_packa
     assert code == 0, err
     run = tmp_path / "r"
     assert (run / "final_model.zip").is_file()
-    config = json.loads((run / "config.json").read_text())
+    config = RunFolder(run).read()
     assert config["gym_packages"] == [module] and config["env_spec"]["gym_packages"] == [module]
     assert config["env_kwargs"] == {"length": 7} and config["env_spec"]["env_kwargs"] == {"length": 7}
     assert monitor_lengths(run) == {7}  # the env got the kwargs
@@ -152,7 +153,7 @@ def test_module_colon_env_id_trains_in_subprocess_workers_and_resumes_and_evalua
     cli("--env", f"{module}:{env_id}", "--env-kwargs", "length=5", "-n", "256", "--n-envs", "2", "--vec-env", "subproc",
         "-params", "n_steps:32", "batch_size:32", "n_epochs:1", "--save-freq", "64", "--no-progress", "-v", "0",
         "-f", str(tmp_path / "runs"), "--run-name", "r")
-    config = json.loads((run / "config.json").read_text())
+    config = RunFolder(run).read()
     assert config["env_id"] == env_id and config["env_spec"]["gym_packages"] == [module]
     assert monitor_lengths(run) == {5}
     # as if stopped after the first checkpoint
@@ -179,9 +180,9 @@ def test_trained_agent_goes_on_training_with_its_tasks_and_weights(tmp_path, cap
                                "--seed", "1"], capsys)
     assert code == 0, err
     run = tmp_path / "second"
-    config = json.loads((run / "config.json").read_text())
+    config = RunFolder(run).read()
     assert config["trained_agent"] == str(first) and config["algo"] == "ppo"
-    assert config["aux"] == ["reward_pred"] and config["aux_weights"] == {"reward_pred": 0.5}
+    assert config["aux"] == ["reward_pred"] and config["aux_settings"]["weights"] == {"reward_pred": 0.5}
     model = AuxPPO.load(run / "final_model.zip", device="cpu")
     assert [t.name for t in model.aux_tasks] == ["reward_pred"] and model.aux_tasks[0].weight == 0.5
     assert model.learning_rate == 1e-4 and model.n_steps == 32  # the flag's hyperparameter, the model's own

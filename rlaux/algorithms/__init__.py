@@ -29,8 +29,8 @@ with UNREAL's LSTM inputs (``policy_kwargs=dict(last_action_reward=True)``) a se
 writes each step's reward into the inputs of the next, and the rollout buffer keeps the inputs
 of every step for training (:class:`LstmInputsRolloutBuffer`).
 
-Modules, one concern each: :mod:`~rlaux.algorithms.settings` (the aux settings, checked once; tasks against
-the spaces), :mod:`~rlaux.algorithms.callbacks` (replay and LSTM-input feeders), :mod:`~rlaux.algorithms.mixin`
+Modules, one concern each: :mod:`~rlaux.algorithms.settings` (``AuxSettings``: every aux setting in one frozen
+object, checked once; tasks against the spaces), :mod:`~rlaux.algorithms.callbacks` (replay and LSTM-input feeders), :mod:`~rlaux.algorithms.mixin`
 (the lifecycle the three classes share), :mod:`~rlaux.algorithms.feedforward` (``AuxPPO``, ``AuxA2C``),
 :mod:`~rlaux.algorithms.recurrent` (``AuxRecurrentPPO`` and its rollout buffers).
 """
@@ -46,12 +46,11 @@ from rlaux.algorithms.recurrent import (
     LstmInputsRolloutBuffer,
     RecordsLstmInputs,
 )
-from rlaux.algorithms.settings import AUX_MIN_SEQUENCES, AUX_SETTING_CHECKS, aux_setting_problems, check_tasks
+from rlaux.algorithms.settings import AUX_MIN_SEQUENCES, AuxSettings, AuxSettingsError, check_tasks
 
 #: Algorithm names (``--algo``) -> classes.
 ALGORITHMS: dict[str, type[AuxAlgorithmMixin]] = {"ppo": AuxPPO, "a2c": AuxA2C, "ppo_lstm": AuxRecurrentPPO}
 
-__all__ = ["ALGORITHMS", "AUX_MIN_SEQUENCES", "AUX_SETTING_CHECKS", "AuxA2C", "AuxAlgorithmMixin", "AuxPPO",
-           "AuxRecurrentPPO", "LastRewardFeeder", "LstmInputsDictRolloutBuffer", "LstmInputsRolloutBuffer",
-           "RecordsLstmInputs", "ReplayFeeder", "aux_setting_problems", "check_tasks", "evaluation_reward_feeder",
-           "frame_stack_of"]
+__all__ = ["ALGORITHMS", "AUX_MIN_SEQUENCES", "AuxA2C", "AuxAlgorithmMixin", "AuxPPO", "AuxRecurrentPPO",
+           "AuxSettings", "AuxSettingsError", "LastRewardFeeder", "LstmInputsDictRolloutBuffer", "LstmInputsRolloutBuffer",
+           "RecordsLstmInputs", "ReplayFeeder", "check_tasks", "evaluation_reward_feeder", "frame_stack_of"]

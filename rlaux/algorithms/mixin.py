@@ -16,7 +16,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from rlaux.algorithms.callbacks import ReplayFeeder, frame_stack_of
-from rlaux.algorithms.settings import AUX_MIN_SEQUENCES, aux_setting_problems, check_tasks
+from rlaux.algorithms.settings import ARGUMENTS, AUX_MIN_SEQUENCES, AuxSettings, check_tasks
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
 from rlaux.networks import SharedMLP, sb3_policy_kwargs
@@ -27,12 +27,21 @@ from rlaux.policy import (
     AuxMultiInputActorCriticPolicy,
 )
 from rlaux.replay import AuxReplayBuffer
-from rlaux.tasks import AuxTask, SharedEncoderDefault, make_tasks, warn_if_encoder_is_parameter_free
-from rlaux.tasks.base import DEFAULT_ENV_STEPS_PER_SEQUENCE, sequences_per_update
+from rlaux.tasks import AuxTask, SharedEncoderDefault, warn_if_encoder_is_parameter_free
+from rlaux.tasks.base import sequences_per_update
+
+
+def _setting(name: str) -> property:
+    """A read-only attribute of the algorithm that is the field ``name`` of its ``aux_settings``."""
+    return property(lambda self: getattr(self.aux_settings, name),
+                    doc=f"``aux_settings.{name}`` (read-only; make new settings to change it).")
 
 
 class AuxAlgorithmMixin:
     """What AuxPPO, AuxA2C and AuxRecurrentPPO add to their SB3 (sb3-contrib) base class.
+
+    The auxiliary settings are one :class:`~rlaux.algorithms.settings.AuxSettings` (``aux_settings``), or its
+    fields as keyword arguments (each documented there):
 
     :param aux_tasks: task names, a comma-separated string, or task objects.
     :param aux_weights: task name -> weight lambda_k, overriding the defaults.
@@ -56,6 +65,7 @@ class AuxAlgorithmMixin:
         old). ``"auto"``: the smallest k that gives each replaying task at least ``AUX_MIN_SEQUENCES``
         sequences, at most the minibatches of one epoch. Only where every task samples the replay and
         no weighting reads the step's RL gradient (``rlaux.objective.can_reuse_gradient``); else 1.
+    :param aux_settings: all of the above as one object; then none of them may be given apart.
     """
 
     algo_name: ClassVar[str]
@@ -76,34 +86,37 @@ class AuxAlgorithmMixin:
         policy: str | type[AuxActorCriticPolicy],
         env: Any,
         *args: Any,
-        aux_tasks: str | Iterable[str | AuxTask] | None = (),
+        aux_tasks: str | Iterable[str | AuxTask] | None = None,
         aux_weights: Mapping[str, float] | None = None,
         aux_task_kwargs: Mapping[str, Mapping] | None = None,
         aux_weighting: Mapping[str, str] | None = None,
-        aux_replay_capacity: int = 2000,
-        max_skipped_updates: int = 10,
-        aux_clip: str = "rl_plus_aux",
-        aux_max_grad_norm: float = 10.0,
-        aux_env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE,
-        aux_every: int | str = "auto",
+        aux_replay_capacity: int | None = None,
+        max_skipped_updates: int | None = None,
+        aux_clip: str | None = None,
+        aux_max_grad_norm: float | None = None,
+        aux_env_steps_per_sequence: int | None = None,
+        aux_every: int | str | None = None,
+        aux_settings: AuxSettings | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        # TOML-friendly names work from Python too: features_extractor = "shared_mlp", activation_fn = "tanh".
-        policy_kwargs = sb3_policy_kwargs(policy_kwargs or {})
-        policy_kwargs["aux_tasks"] = make_tasks(aux_tasks, aux_weights, self.weights_like, aux_task_kwargs, aux_weighting)
-        problems = aux_setting_problems(aux_replay_capacity=aux_replay_capacity,
-                                        max_skipped_updates=max_skipped_updates, aux_clip=aux_clip,
-                                        aux_max_grad_norm=aux_max_grad_norm,
-                                        aux_env_steps_per_sequence=aux_env_steps_per_sequence, aux_every=aux_every)
-        if problems:
-            raise ConfigError("; ".join(problems))
-        self.aux_env_steps_per_sequence = aux_env_steps_per_sequence
-        self.aux_every = aux_every
-        self.aux_replay_capacity = aux_replay_capacity
-        self.aux_clip = aux_clip
-        self.aux_max_grad_norm = aux_max_grad_norm
-        self.max_skipped_updates = max_skipped_updates
+        given = {name: value for name, value in (
+            ("aux_tasks", aux_tasks), ("aux_weights", aux_weights), ("aux_task_kwargs", aux_task_kwargs),
+            ("aux_weighting", aux_weighting), ("aux_replay_capacity", aux_replay_capacity),
+            ("max_skipped_updates", max_skipped_updates), ("aux_clip", aux_clip),
+            ("aux_max_grad_norm", aux_max_grad_norm), ("aux_env_steps_per_sequence", aux_env_steps_per_sequence),
+            ("aux_every", aux_every),
+            ("aux_lstm_state_dtype", kwargs.pop("aux_lstm_state_dtype", None) if type(self).recurrent else None),
+        ) if value is not None}
+        if aux_settings is not None and given:
+            raise ConfigError(f"give the aux settings either as aux_settings or as arguments, not both "
+                              f"(got aux_settings and {', '.join(given)})")
+        if aux_settings is not None and not isinstance(aux_settings, AuxSettings):
+            raise ConfigError(f"aux_settings must be an rlaux.AuxSettings, got {type(aux_settings).__name__}")
+        #: Every auxiliary setting, validated once (``AuxSettings``); ``aux_clip`` and the others read it.
+        self.aux_settings: AuxSettings = aux_settings or AuxSettings.from_arguments(**given)
+        #: The task objects, built once from the settings; the algorithm hands them to the policy.
+        self.aux_tasks: list[AuxTask] = self.aux_settings.take_tasks(self.weights_like)
         self.aux_replay: AuxReplayBuffer | None = None
         self.aux_objective: AuxiliaryObjective | None = None
         self.update_guard: UpdateGuard | None = None
@@ -117,10 +130,20 @@ class AuxAlgorithmMixin:
         #: The algorithm's name, saved with the model so that a model file says what it holds.
         self.algo_name = type(self).algo_name
         setup = kwargs.pop("_init_setup_model", True)
-        super().__init__(policy, env, *args, policy_kwargs=policy_kwargs, _init_setup_model=False, **kwargs)
+        # TOML-friendly names work from Python too: features_extractor = "shared_mlp", activation_fn = "tanh".
+        super().__init__(policy, env, *args, policy_kwargs=sb3_policy_kwargs(policy_kwargs or {}),
+                         _init_setup_model=False, **kwargs)
         if setup:  # not when SB3's load() builds the model: its saved policy_kwargs say which encoder it has
             self._default_to_a_shared_encoder()
             self._setup_model()
+
+    aux_replay_capacity = _setting("replay_capacity")
+    max_skipped_updates = _setting("max_skipped_updates")
+    aux_clip = _setting("clip")
+    aux_max_grad_norm = _setting("max_grad_norm")
+    aux_env_steps_per_sequence = _setting("env_steps_per_sequence")
+    aux_every = _setting("every")
+    aux_lstm_state_dtype = _setting("lstm_state_dtype")
 
     def _default_to_a_shared_encoder(self) -> None:
         """On vector observations, give tasks that train only the encoder and their heads a shared
@@ -128,7 +151,7 @@ class AuxAlgorithmMixin:
         parameter-free ``FlattenExtractor``, unless ``policy_kwargs`` names an extractor; say so once.
         Not for recurrent policies, whose LSTM those tasks train, nor for tasks of weight 0."""
         kwargs = self.policy_kwargs
-        encoder_only = [t.name for t in kwargs.get("aux_tasks", ()) if not t.trains_actor_critic and t.weight != 0]
+        encoder_only = [t.name for t in self.aux_tasks if not t.trains_actor_critic and t.weight != 0]
         default = next((p.default for k in self.policy_class.__mro__ if "__init__" in vars(k)
                         for p in [inspect.signature(k.__init__).parameters.get("features_extractor_class")]
                         if p is not None), None)
@@ -139,7 +162,7 @@ class AuxAlgorithmMixin:
                 or default is not FlattenExtractor):
             return
         try:
-            check_tasks(kwargs["aux_tasks"], self.observation_space, self.action_space, self.recurrent)
+            check_tasks(self.aux_tasks, self.observation_space, self.action_space, self.recurrent)
         except ConfigError:
             return  # refused in _setup_model, with its reason; no note before the error
         kwargs["features_extractor_class"] = SharedMLP
@@ -151,43 +174,56 @@ class AuxAlgorithmMixin:
             SharedEncoderDefault, stacklevel=3,
         )
 
-    @property
-    def aux_tasks(self) -> list[AuxTask]:
-        return self.policy.aux_tasks
+    def _adopt_loaded_settings(self) -> None:
+        """After SB3's ``load()``: settings given to ``load(**kwargs)`` (e.g. ``max_skipped_updates``), and those
+        of a model saved before ``aux_settings`` existed (attributes, tasks in ``policy_kwargs``), land as plain
+        attributes; fold them into ``aux_settings`` and ``aux_tasks``."""
+        loose = {argument: self.__dict__.pop(argument) for argument in ARGUMENTS.values()
+                 if argument in self.__dict__ and argument not in ("aux_tasks",)}
+        if "aux_tasks" in self.policy_kwargs:  # a model saved before the algorithm held its tasks
+            saved = list(self.policy_kwargs["aux_tasks"])
+            self.policy_kwargs = {k: v for k, v in self.policy_kwargs.items() if k != "aux_tasks"}
+            if saved and not self.aux_tasks:
+                self.aux_tasks = saved
+                self.aux_settings = self.aux_settings.replace(tasks=tuple(t.name for t in saved))
+        if loose:
+            fields_of = {argument: name for name, argument in ARGUMENTS.items()}
+            self.aux_settings = self.aux_settings.replace(**{fields_of[k]: v for k, v in loose.items()})
 
     def _setup_model(self) -> None:
+        self._adopt_loaded_settings()
+        tasks = self.aux_tasks
         # Tasks that train on SB3's minibatch need a rollout buffer that records it (rlaux.minibatch).
-        self.rollout_buffer_class = rollout_buffer_class_for(
-            self.policy_kwargs.get("aux_tasks", ()), self.rollout_buffer_class, self.observation_space
-        )
+        self.rollout_buffer_class = rollout_buffer_class_for(tasks, self.rollout_buffer_class, self.observation_space)
         # The spaces are checked once, before the policy builds the heads.
-        check_tasks(self.policy_kwargs.get("aux_tasks", ()), self.observation_space, self.action_space, self.recurrent)
-        super()._setup_model()
-        for task in self.aux_tasks:
+        check_tasks(tasks, self.observation_space, self.action_space, self.recurrent)
+        # The policy gets the tasks for this one construction (it builds their heads); the algorithm keeps them.
+        policy_kwargs, self.policy_kwargs = self.policy_kwargs, {**self.policy_kwargs, "aux_tasks": tasks}
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = policy_kwargs
+        for task in tasks:
             task.check_policy(self.policy)
-        warn_if_encoder_is_parameter_free(self.aux_tasks, self.policy)
-        max_skipped = getattr(self, "max_skipped_updates", 10)
-        if not self.aux_tasks:
+        warn_if_encoder_is_parameter_free(tasks, self.policy)
+        settings = self.aux_settings
+        if not tasks:
             # Only reads the gradient norm: finite updates stay exactly SB3's.
-            self.update_guard = UpdateGuard(self.policy.optimizer, max_skipped)
+            self.update_guard = UpdateGuard(self.policy.optimizer, settings.max_skipped_updates)
             return
         every = self._gradient_reuse_steps()
-        for task in self.aux_tasks:
+        for task in tasks:
             task.configure(
-                gamma=self.gamma, recurrent=self.recurrent, env_steps_per_sequence=self._env_steps_per_sequence,
+                gamma=self.gamma, recurrent=self.recurrent, env_steps_per_sequence=settings.env_steps_per_sequence,
                 env_steps_per_update=self.env_steps_per_optimizer_step() * every, steps_per_batch=every,
             )
         self.aux_objective = AuxiliaryObjective(
-            self.aux_tasks, self.policy, lambda: self.aux_replay, max_skipped,
+            tasks, self.policy, lambda: self.aux_replay, settings.max_skipped_updates,
             minibatch=lambda: current_minibatch(self.rollout_buffer),
-            aux_clip=getattr(self, "aux_clip", "rl_plus_aux"), aux_max_grad_norm=getattr(self, "aux_max_grad_norm", 10.0),
+            aux_clip=settings.clip, aux_max_grad_norm=settings.max_grad_norm,
         )
         self.aux_objective.every = every
         self.update_guard = self.aux_objective.guard
-
-    @property
-    def _env_steps_per_sequence(self) -> int:
-        return getattr(self, "aux_env_steps_per_sequence", DEFAULT_ENV_STEPS_PER_SEQUENCE)
 
     def optimizer_steps_per_update(self) -> int:
         """Optimizer steps of one ``train()``: PPO's ``n_epochs`` x minibatches, A2C's one."""
@@ -199,12 +235,12 @@ class AuxAlgorithmMixin:
     def _gradient_reuse_steps(self) -> int:
         """k of ``aux_every`` for this agent and its tasks."""
         steps = self.optimizer_steps_per_update()
-        setting = getattr(self, "aux_every", 1)
+        setting = self.aux_settings.every
         if steps == 1 or not can_reuse_gradient(self.aux_tasks):
             return 1
         if setting != "auto":
             return min(int(setting), steps)
-        rate = sequences_per_update(self.env_steps_per_optimizer_step(), self._env_steps_per_sequence)
+        rate = sequences_per_update(self.env_steps_per_optimizer_step(), self.aux_settings.env_steps_per_sequence)
         # k at most one epoch's minibatches: a held gradient is at most one epoch old. The cycles of k run on
         # across epoch boundaries where k does not divide the minibatches (ppo_lstm on MinAtar: k = 17 of 32).
         return min(steps // self.n_epochs, math.ceil(AUX_MIN_SEQUENCES / rate))

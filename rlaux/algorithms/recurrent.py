@@ -15,13 +15,11 @@ from stable_baselines3.common.policies import BasePolicy
 
 from rlaux.algorithms.callbacks import LastRewardFeeder
 from rlaux.algorithms.mixin import AuxAlgorithmMixin
-from rlaux.errors import ConfigError
 from rlaux.policy import (
     AuxRecurrentActorCriticCnnPolicy,
     AuxRecurrentActorCriticPolicy,
     AuxRecurrentMultiInputActorCriticPolicy,
 )
-from rlaux.replay import LSTM_STATE_DTYPES
 
 
 class RecordsLstmInputs:
@@ -83,12 +81,8 @@ class AuxRecurrentPPO(AuxAlgorithmMixin, RecurrentPPO):
         "MultiInputLstmPolicy": AuxRecurrentMultiInputActorCriticPolicy,
     }
 
-    def __init__(self, *args: Any, aux_lstm_state_dtype: str = "float16", **kwargs: Any) -> None:
-        if aux_lstm_state_dtype not in LSTM_STATE_DTYPES:
-            raise ConfigError(f"aux_lstm_state_dtype must be one of {', '.join(LSTM_STATE_DTYPES)}, "
-                              f"got {aux_lstm_state_dtype!r}")
-        self.aux_lstm_state_dtype = aux_lstm_state_dtype
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, aux_lstm_state_dtype: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, aux_lstm_state_dtype=aux_lstm_state_dtype, **kwargs)  # one of the aux settings
 
     def _setup_model(self) -> None:
         super()._setup_model()

@@ -57,6 +57,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--vec-env", default="auto", help="auto (subprocesses for n_envs > 1, in-process for cheap envs such as MinAtar), dummy, subproc, or envpool (Atari; pip install 'rlaux[envpool]')")
     p.add_argument("--eval-freq", type=int, default=0, help="evaluate every N env steps and keep the best model (0: off)")
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    p.add_argument("--eval-stochastic", dest="eval_deterministic", action="store_false",
+                   help="sample the evaluation's actions from the policy (default: its most likely actions, SB3's)")
     p.add_argument("--save-freq", type=int, default=0,
                    help="checkpoint every N env steps, at the end of an update (0: only on SIGINT/SIGTERM)")
     p.add_argument("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints (0: all; default 3)")
@@ -113,7 +115,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         aux_weighting=_aux_weighting(args.aux_weighting),
         timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
         log_dir=args.log_dir, run_name=args.run_name, tensorboard_log=args.tensorboard_log,
-        vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, save_freq=args.save_freq,
+        vec_env=args.vec_env, eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
+        eval_deterministic=args.eval_deterministic, save_freq=args.save_freq,
         keep_checkpoints=args.keep_checkpoints, save_replay=args.save_replay,
         max_skipped_updates=args.max_skipped_updates,
         hyperparams=key_values(args.hyperparams, "--hyperparams", literal=True, colon=True),

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlaux.compare import significance
+
+
+def image(path: Path, out_dir: Path, alt: str) -> str:
+    """A Markdown image of ``path``, relative to the report's folder ``out_dir``."""
+    return f"![{alt}]({path.relative_to(out_dir).as_posix()})"
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -41,4 +47,4 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 
-__all__ = ["fmt", "interval", "p_value", "spread", "table"]
+__all__ = ["image", "fmt", "interval", "p_value", "spread", "table"]

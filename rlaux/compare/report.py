@@ -10,10 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from rlaux.compare import plots, significance, stats
+from rlaux.compare import efficiency, plots, significance, stats
+from rlaux.compare.atari100k import atari100k_section
 from rlaux.compare.claims import (
     check_seeds,
     comparisons,
@@ -23,7 +21,7 @@ from rlaux.compare.claims import (
     read_tables,
     verdict_lines,
 )
-from rlaux.compare.markdown import fmt, interval, p_value, spread, table
+from rlaux.compare.markdown import fmt, image, interval, p_value, spread, table
 from rlaux.compare.plain_logs import write_episodes
 from rlaux.compare.results import (
     DEFAULT_CURVE_WINDOW,
@@ -58,10 +56,6 @@ and as env steps to the baseline's final IQM, which is *plateau-sensitive*: a
 baseline that stops improving early reaches its own final score early, and a
 variant that passes it later reads as slower although it ends higher.
 """
-
-
-def _image(path: Path, out_dir: Path, alt: str) -> str:
-    return f"![{alt}]({path.relative_to(out_dir).as_posix()})"
 
 
 def _portable(run_dir: str | Path, out_dir: Path) -> str:
@@ -245,7 +239,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
               + "range a to b: the lowest and highest run (fewer runs). " + (significance.spread_note(smallest) if smallest < significance.MIN_RUNS_FOR_CI
                                               else ""), ""]
     for env, path in curve_pngs.items():
-        lines += [_image(path, out, f"learning curves {env}"), ""]
+        lines += [image(path, out, f"learning curves {env}"), ""]
 
     # Normalisation table.
     lines += ["## Normalisation", ""]
@@ -281,14 +275,14 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
         agg_png = plots.plot_aggregate_intervals(
             point, ci, fig_dir / "aggregate_intervals.png", colors=colors,
             xlabel="Normalised score (bars: " + ("range over seeds)" if few else "95% CI)"))
-        lines += [_image(agg_png, out, "aggregate intervals"), ""]
+        lines += [image(agg_png, out, "aggregate intervals"), ""]
         lines += normalisation_sensitivity(scores, variants, norms, curves)
         taus, profiles, profile_cis = stats.performance_profiles(final_norm, reps=reps, seed=seed)
         prof_png = plots.plot_performance_profile(
             taus, profiles, profile_cis, fig_dir / "performance_profile.png", colors=colors
         )
         lines += ["Performance profile (fraction of runs above each normalised score):", ""]
-        lines += [_image(prof_png, out, "performance profile"), ""]
+        lines += [image(prof_png, out, "performance profile"), ""]
     else:
         lines += ["No env was run with every variant: no aggregate.", ""]
 
@@ -318,9 +312,9 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
 
     # Sample efficiency.
     lines += ["## Sample efficiency on a fixed threshold ladder", ""]
-    ladder = stats.threshold_ladder(curves, norms)
+    ladder = efficiency.threshold_ladder(curves, norms)
     ladder.to_csv(out / "threshold_ladder.csv", index=False)
-    header = ["env", "variant"] + [f"{int(f * 100)}%" for f in stats.THRESHOLDS]
+    header = ["env", "variant"] + [f"{int(f * 100)}%" for f in efficiency.THRESHOLDS]
     rows = []
     for (env, variant), part in ladder.groupby(["env", "variant"], sort=True):
         cells = [("never" if math.isnan(r.steps) else f"{r.steps:,.0f}") + f" ({r.runs_reaching}/{r.runs} runs)"
@@ -331,9 +325,9 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
               "never: not within the budget).", "", table(header, rows), ""]
 
     lines += [f"## Sample efficiency: env steps to reach `{baseline}`'s final score (plateau-sensitive)", ""]
-    efficiency = stats.sample_efficiency(curves, scores, baseline)
+    to_baseline = efficiency.sample_efficiency(curves, scores, baseline)
     rows = []
-    for row in efficiency.itertuples():
+    for row in to_baseline.itertuples():
         reached = not math.isnan(row.steps)
         rows.append(
             [
@@ -345,7 +339,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
             ]
         )
     lines += [table(["env", "variant", "target (baseline final IQM)", "steps", f"ratio to {baseline}"], rows), ""]
-    envs_without_baseline = sorted(set(scores["env"]) - set(efficiency["env"]))
+    envs_without_baseline = sorted(set(scores["env"]) - set(to_baseline["env"]))
     if envs_without_baseline:
         lines += [f"No `{baseline}` runs (no target) for: {', '.join(envs_without_baseline)}", ""]
 
@@ -353,7 +347,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
         lines += compute_section(runs, variants)
 
     if reference == "atari100k":
-        lines += _atari100k_section(scores, variants, out, fig_dir, colors, reps, seed)
+        lines += atari100k_section(scores, variants, out, fig_dir, colors, reps, seed)
 
     lines += ["## Runs left out (and reading notes)", ""]
     lines += [f"- {w}" for w in warnings] if warnings else ["None: every run found was read."]
@@ -372,58 +366,3 @@ def _interval_text(any_ci: bool, reps: int) -> str:
         return ranges + " (here every variant has fewer)"
     return (f"a 95% stratified-bootstrap confidence interval ({reps} resamples, Agarwal et al. 2021, `rliable`) "
             f"where a variant has at least {significance.MIN_RUNS_FOR_CI} runs, and " + ranges)
-
-
-def _atari100k_section(
-    scores: pd.DataFrame,
-    variants: list[str],
-    out: Path,
-    fig_dir: Path,
-    colors: Mapping[str, tuple],
-    reps: int,
-    seed: int,
-) -> list[str]:
-    """Our human-normalised final-score IQM beside the published Atari 100k agents, same games."""
-    published = set(stats.atari100k_normalised_scores()["SPR"])
-    atari = scores[[stats.is_atari(f) for f in scores["family"]]].copy()
-    atari["game_key"] = [stats.game_key(g or e) for g, e in zip(atari["game"], atari["env"], strict=True)]
-    ours_games = sorted(set(atari["game_key"]) & published)
-    outside = sorted(set(atari["game_key"]) - published)
-    lines = ["## Atari 100k: beside published agents (human-normalised final score)", ""]
-    lines += [
-        "Published per-run scores (SPR, DrQ(eps), CURL, SimPLe, IRIS; rliable's collection, "
-        "see `rlaux/data/README.md`) were obtained with 100k agent steps (400k frames), no sticky "
-        "actions: the comparison is fair only for runs trained under that protocol.",
-        "",
-    ]
-    matrices: dict[str, np.ndarray] = {}
-    if ours_games:
-        atari = atari[atari["game_key"].isin(ours_games)]
-        atari = atari.assign(env=atari["game_key"])
-        ours, _, _ = stats.score_matrices(atari, "final_norm", [v for v in variants if v in set(atari["variant"])])
-        matrices.update({f"ours: {v}": m for v, m in ours.items() if m.size})
-        lines += [f"Games (ours and published, same set): {', '.join(ours_games)}", ""]
-        reference = stats.atari100k_matrices(ours_games)
-    else:
-        lines += ["No Atari run of ours is on one of the 26 games: published agents shown on all 26 games.", ""]
-        reference = stats.atari100k_matrices()
-    if outside:
-        lines += [f"Our games outside the Atari 100k set (left out here): {', '.join(outside)}", ""]
-    matrices.update(reference)
-    iqms = stats.iqm_intervals(matrices, reps, seed)
-    rows = [[name, f"{m.shape[0]} x {m.shape[1]}", interval(*iqms[name])] for name, m in matrices.items()]
-    lines += [table(["agent", "runs x games", "IQM [95% CI]"], rows), ""]
-    colors = dict(colors)
-    colors.update({f"ours: {v}": colors[v] for v in variants})
-    point = {name: np.array([iqms[name][0]]) for name in matrices}
-    bounds = {name: np.array([[iqms[name][1]], [iqms[name][2]]]) for name in matrices}
-    png = plots.plot_aggregate_intervals(
-        point,
-        bounds,
-        fig_dir / "atari100k_iqm.png",
-        metric_names=["IQM"],
-        colors=colors,
-        xlabel="Human-normalised score",
-    )
-    lines += [_image(png, out, "Atari 100k IQM"), ""]
-    return lines

@@ -34,10 +34,9 @@ Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from rlaux.compare.plain_logs import (
 )
 from rlaux.compare.runs import LoadedRuns, Run, short_dir
 from rlaux.errors import ConfigError
+from rlaux.run_folder import RunFolder, RunRecord
 
 #: Finished episodes averaged into each point of a learning curve (``compare --curve-window``).
 DEFAULT_CURVE_WINDOW = 10
@@ -65,19 +65,10 @@ ALGO_SEPARATOR = ":"
 
 def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
     """Every folder under ``roots`` (recursively, roots included) holding ``config.json``."""
-    found: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if not root.exists():
-            raise ConfigError(f"results folder {str(root)!r} does not exist")
-        if (root / "config.json").is_file():
-            found.add(root.resolve())
-        for config in root.rglob("config.json"):
-            found.add(config.parent.resolve())
-    return sorted(found)
+    return [folder.path for folder in RunFolder.find(roots)]
 
 
-def variant_label(config: dict[str, Any]) -> str:
+def variant_label(config: Mapping[str, Any] | RunRecord) -> str:
     """The variant name of a run: its ``aux_label``, else :func:`rlaux.tasks.variant_label` of its ``aux`` list."""
     label = config.get("aux_label")
     if label:
@@ -100,7 +91,7 @@ def split_algorithm(label: str) -> tuple[str | None, str]:
     return None, label
 
 
-def env_label(config: dict[str, Any]) -> str:
+def env_label(config: Mapping[str, Any] | RunRecord) -> str:
     """``"<env>/<game>"`` when the run has a game, else ``"<env>"`` (or the env id)."""
     env = config.get("env") or config.get("env_id")
     if not env:
@@ -114,17 +105,16 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     from stable_baselines3.common.monitor import load_results
     from stable_baselines3.common.results_plotter import ts2xy
 
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"unreadable config.json ({error})") from error
-    if not isinstance(config, dict):
-        raise ValueError("config.json is not a JSON object")
+        config = folder.read()
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
     for key in ("seed", "timesteps"):
         if key not in config:
             raise ValueError(f"config.json lacks {key!r}")
-    monitor_dir = run_dir / "monitor"
+    monitor_dir = folder.monitor_dir
     if not monitor_dir.is_dir():
         raise ValueError("no monitor/ folder")
     try:
@@ -158,7 +148,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         episode_steps=steps,
         episode_returns=returns,
         config=config,
-        finished=(run_dir / "final_model.zip").is_file(),
+        finished=folder.finished,
         eval_steps=eval_steps,
         eval_returns=eval_returns,
         eval_warning=eval_warning,
@@ -171,7 +161,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
 def read_compute(run_dir: Path) -> tuple[float | None, int | None]:
     """(wall seconds, optimizer steps) at the last row of ``progress.csv`` that logs them; Nones if absent.
     A resumed run's ``time/time_elapsed`` counts from its resume (SB3 restarts the clock)."""
-    path = run_dir / "progress.csv"
+    path = RunFolder(run_dir).progress_csv
     try:
         frame = pd.read_csv(path, usecols=lambda c: c in ("time/time_elapsed", "train/n_updates"))
     except (OSError, ValueError, pd.errors.EmptyDataError):

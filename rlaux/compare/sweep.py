@@ -42,9 +42,9 @@ from pathlib import Path
 
 from rlaux.errors import ConfigError, import_optional
 from rlaux.run.checkpoint import CheckpointError, latest_checkpoint
+from rlaux.run_folder import RunFolder
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
-FINISHED_MARKER = "final_model.zip"
 DEFAULT_EXTRA_ARGS = ("--no-progress",)
 #: Checkpoints per run of a sweep (``--save-freq`` = budget / this), so that an interrupted run resumes.
 SWEEP_CHECKPOINTS = 10
@@ -220,9 +220,9 @@ def launch_subprocess(command: list[str], env: dict[str, str], log_path: Path) -
 def run_state(run_dir: Path, can_resume: bool = True) -> str:
     """What a job's run folder asks for (pure): ``"finished"``, ``"resume"`` (interrupted, with a valid
     checkpoint, and ``can_resume``) or ``"new"``."""
-    if (run_dir / FINISHED_MARKER).is_file():
+    if RunFolder(run_dir).finished:
         return "finished"
-    if can_resume and (run_dir / "config.json").is_file():
+    if can_resume and RunFolder(run_dir).is_run():
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # its skipped-checkpoint warnings
                 latest_checkpoint(run_dir)
@@ -301,7 +301,7 @@ def run_sweep(
     for job in todo:
         run_dir = runs_dir / job.run_name
         code = results[job.run_name]
-        finished = code == 0 and (run_dir / FINISHED_MARKER).is_file()
+        finished = code == 0 and RunFolder(run_dir).finished
         outcomes[job.run_name] = JobOutcome(
             job, "done" if finished else "failed", run_dir, logs_dir / f"{job.run_name}.log", code
         )

@@ -14,9 +14,6 @@ ConfigErrors with close matches.
 from __future__ import annotations
 
 import copy
-import difflib
-import functools
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,17 +25,22 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from rlaux.envs.families import (
     IMAGE_WRAPPER_HINTS,
     KINDS,
-    MINATAR_GAMES,
     apply_env_wrappers,
     env_wrapper_classes,
     import_gym_packages,
-    import_miniworld,
     make_base_env,
     miniworld_ids,
     unsupported_observation,
 )
+from rlaux.envs.names import (
+    atari_env_id,
+    check_env_id,
+    kind_of_id,
+    minatar_game,
+    miniworld_env_id,
+)
 from rlaux.errors import ConfigError
-from rlaux.presets import is_preset, list_presets, load_preset
+from rlaux.presets import is_preset, load_preset
 
 # Keys an env preset may hold (see envs/README.md).
 PRESET_KEYS = {
@@ -100,115 +102,6 @@ def atari_wrapper_kwargs(spec: EnvSpec, training: bool) -> dict:
 def is_image_observation(space: spaces.Space) -> bool:
     """Whether ``space`` is an image Box, channel-first or channel-last."""
     return isinstance(space, spaces.Box) and is_image_space(space, check_channels=False)
-
-
-# ------------------------------------------------------------- name matching
-
-
-def _norm(s: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", s.lower())
-
-
-@functools.lru_cache(maxsize=1)
-def _ale_games() -> dict[str, str]:
-    """normalised game name -> CamelCase name used in ids (e.g. 'spaceinvaders' -> 'SpaceInvaders')."""
-    games = {}
-    for key in gym.registry:
-        m = re.fullmatch(r"ALE/([A-Za-z0-9]+)-v5", key)
-        if m:
-            games[_norm(m.group(1))] = m.group(1)
-    return games
-
-
-def _close(word: str, choices: list[str], n: int = 5) -> list[str]:
-    lower = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.6)
-    return [lower[h] for h in hits]
-
-
-def _atari_env_id(game: str, sticky: bool) -> tuple[str, dict]:
-    games = _ale_games()
-    key = _norm(game)
-    if key not in games:
-        # compare on normalised names, show CamelCase names
-        hits = difflib.get_close_matches(key, list(games), n=5, cutoff=0.6)
-        close = [games[h] for h in hits]
-        hint = f"close matches: {', '.join(close)}" if close else "no close match"
-        raise ConfigError(
-            f"unknown Atari game {game!r} ({hint}); ALE has {len(games)} games, e.g. Breakout, Pong, SpaceInvaders"
-        )
-    camel = games[key]
-    if not sticky and f"{camel}NoFrameskip-v4" in gym.registry:
-        return f"{camel}NoFrameskip-v4", {}
-    # v5 ids: the wrapper does frame skipping (max-pooled), so the env must not.
-    kwargs: dict[str, Any] = {"frameskip": 1}
-    if not sticky:
-        kwargs["repeat_action_probability"] = 0.0
-    return f"ALE/{camel}-v5", kwargs
-
-
-def _minatar_game(game: str) -> str:
-    by_norm = {_norm(g): g for g in MINATAR_GAMES}
-    if _norm(game) in by_norm:
-        return by_norm[_norm(game)]
-    close = [by_norm[h] for h in difflib.get_close_matches(_norm(game), list(by_norm), n=3, cutoff=0.5)]
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(f"unknown MinAtar game {game!r}{hint}; valid games: {', '.join(MINATAR_GAMES)}")
-
-
-def _miniworld_env_id(template: str, game: str) -> str:
-    ids = miniworld_ids()
-    env_id = template.format(game=game)
-    if not ids:
-        import_miniworld()  # raises the GL ConfigError
-    by_lower = {k.lower(): k for k in ids}
-    if env_id.lower() in by_lower:
-        return by_lower[env_id.lower()]
-    games = sorted({re.sub(r"^MiniWorld-|-v\d+$", "", k) for k in ids})
-    close = _close(game, games, n=5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(f"unknown MiniWorld game {game!r}{hint}; valid games: {', '.join(games)}")
-
-
-def _check_env_id(env_id: str) -> str:
-    if env_id in gym.registry:
-        return env_id
-    by_lower = {k.lower(): k for k in gym.registry}
-    if env_id.lower() in by_lower:
-        return by_lower[env_id.lower()]
-    if env_id.startswith("MiniWorld"):
-        import_miniworld()  # a missing or broken miniworld says so, rather than "unknown env"
-        if env_id in gym.registry:
-            return env_id
-    raise _unknown_env(env_id)
-
-
-def _unknown_env(name: str) -> ConfigError:
-    env_presets = list_presets("envs")
-    choices = list(gym.registry) + env_presets + miniworld_ids()
-    close = _close(name, choices, n=5)
-    hint = f"close matches: {', '.join(close)}" if close else "no close match"
-    game = _ale_games().get(_norm(name))
-    if game is not None:
-        hint += f"; for the Atari game use the Atari preset with game {game!r}"
-    return ConfigError(
-        f"unknown env {name!r} ({hint}); give a preset ({', '.join(env_presets)}) or a registered gymnasium id "
-        "(an env of another package: --gym-packages PACKAGE, or --env PACKAGE:EnvId)"
-    )
-
-
-def _kind_of_id(env_id: str) -> str:
-    spec = gym.registry[env_id]
-    entry = str(spec.entry_point)
-    if entry.startswith("ale_py"):
-        if spec.kwargs.get("obs_type", "rgb") in ("rgb", "grayscale"):
-            return "atari"
-        return "gym"  # RAM observations: a vector
-    if entry.startswith("minatar"):
-        return "minatar"
-    if entry.startswith("miniworld") or env_id.startswith("MiniWorld-"):
-        return "miniworld"
-    return "gym"
 
 
 # ---------------------------------------------------------------- policies
@@ -304,7 +197,7 @@ def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions:
             if game is not None and "{game}" not in template:
                 raise ConfigError(f"env preset {name!r} fixes env_id {template!r}; it takes no game (got {game!r})")
         else:
-            env_id, extra = _atari_env_id(the_game or "Breakout", sticky)
+            env_id, extra = atari_env_id(the_game or "Breakout", sticky)
             env_kwargs = {**extra, **env_kwargs}
     elif template is None:
         raise ConfigError(f"env preset {where}: env_id is required for kind {kind}")
@@ -312,9 +205,9 @@ def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions:
         if not the_game:
             raise ConfigError(f"env preset {where}: env_id {template!r} needs a game (preset key 'game' or --game)")
         if kind == "minatar":
-            env_id = template.format(game=_minatar_game(the_game))
+            env_id = template.format(game=minatar_game(the_game))
         elif kind == "miniworld":
-            env_id = _miniworld_env_id(template, the_game)
+            env_id = miniworld_env_id(template, the_game)
         else:
             env_id = template.format(game=the_game)
     else:
@@ -324,7 +217,7 @@ def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions:
 
     if kind == "miniworld":
         miniworld_ids()  # registers the ids (or raises the GL error)
-    env_id = _check_env_id(env_id)
+    env_id = check_env_id(env_id)
     wrappers = _env_wrapper_list(preset.get("env_wrapper", []))
     if kind == "gym":
         policy, policy_kwargs = _guess_policy(env_id, env_kwargs, wrappers)
@@ -392,10 +285,10 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
 
     if name not in gym.registry and name.startswith("MiniWorld"):
         miniworld_ids()
-    env_id = _check_env_id(name)
+    env_id = check_env_id(name)
     if game is not None:
         raise ConfigError(f"game {game!r} applies to presets only; {env_id!r} is a gymnasium id (drop the game)")
-    kind = _kind_of_id(env_id)
+    kind = kind_of_id(env_id)
     if sticky_actions is not None and kind != "atari":
         raise ConfigError(f"sticky_actions applies to Atari envs only, not to {env_id!r}")
 

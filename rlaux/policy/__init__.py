@@ -11,11 +11,11 @@ Tasks read the agent through a few calls that both kinds of policy answer:
 features here, the LSTM output in a recurrent policy) and ``values_of_sequences``
 (the agent's value head, through the critic's LSTM in a recurrent policy).
 
-The policy sits below the tasks: it knows them only through ``HeadSource``,
-what it asks of a task (its name, its head, whether its weighting is learned).
+The policy sits above the tasks and composes them: it builds each task's head on its
+encoder. A task knows the policy only as ``rlaux.tasks.base.TaskPolicy``, the calls
+above, so a task's loss runs on tensors and a small stand-in.
 
-Modules: :mod:`~rlaux.policy.feedforward` (``AuxActorCriticPolicy`` and its CNN and multi-input forms,
-``HeadSource``), :mod:`~rlaux.policy.recurrent` (the recurrent policies, ``lstm_pass``),
+Modules: :mod:`~rlaux.policy.feedforward` (``AuxActorCriticPolicy`` and its CNN and multi-input forms), :mod:`~rlaux.policy.recurrent` (the recurrent policies, ``lstm_pass``),
 :mod:`~rlaux.policy.encoder` (the bfloat16 encoder).
 """
 
@@ -26,7 +26,6 @@ from rlaux.policy.feedforward import (
     AuxActorCriticCnnPolicy,
     AuxActorCriticPolicy,
     AuxMultiInputActorCriticPolicy,
-    HeadSource,
 )
 from rlaux.policy.recurrent import (
     AuxRecurrentActorCriticCnnPolicy,
@@ -37,4 +36,4 @@ from rlaux.policy.recurrent import (
 
 __all__ = ["ENCODER_DTYPES", "AuxActorCriticCnnPolicy", "AuxActorCriticPolicy", "AuxMultiInputActorCriticPolicy",
            "AuxRecurrentActorCriticCnnPolicy", "AuxRecurrentActorCriticPolicy", "AuxRecurrentMultiInputActorCriticPolicy",
-           "HeadSource", "fast_bfloat16", "lstm_pass", "resolve_encoder_dtype"]
+           "fast_bfloat16", "lstm_pass", "resolve_encoder_dtype"]

@@ -1,10 +1,11 @@
-"""SB3's actor-critic policy owning the heads of the auxiliary tasks, and what it asks of a task (``HeadSource``)."""
+"""SB3's actor-critic policy owning the heads of the auxiliary tasks (the policy composes the tasks: it builds
+each one's head on its encoder; a task knows the policy only as ``rlaux.tasks.base.TaskPolicy``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -14,22 +15,7 @@ from torch import nn
 
 from rlaux.policy.encoder import resolve_encoder_dtype
 from rlaux.replay import ReplayBatch
-from rlaux.weighting import Weighting
-
-
-class HeadSource(Protocol):
-    """What the policy needs of an auxiliary task (``rlaux.tasks.AuxTask`` provides it)."""
-
-    @property
-    def name(self) -> str:
-        """The task's name, the key of its head in ``aux_heads``."""
-
-    @property
-    def weighting(self) -> Weighting:
-        """How the task's loss is weighted; a ``learned`` weighting gets a log-variance parameter here."""
-
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
-        """The task's head on this policy's encoder, or ``None``."""
+from rlaux.tasks.base import AuxTask
 
 
 class AuxActorCriticPolicy(ActorCriticPolicy):
@@ -43,7 +29,7 @@ class AuxActorCriticPolicy(ActorCriticPolicy):
         :attr:`encoder_dtype`.
     """
 
-    def __init__(self, *args: Any, aux_tasks: Sequence[HeadSource] = (), encoder_dtype: str = "float32",
+    def __init__(self, *args: Any, aux_tasks: Sequence[AuxTask] = (), encoder_dtype: str = "float32",
                  **kwargs: Any) -> None:
         self.aux_tasks = list(aux_tasks)  # read by _build, which super().__init__ calls
         resolve_encoder_dtype(encoder_dtype, th.device("cpu"))  # a bad name fails here
@@ -168,4 +154,4 @@ class AuxMultiInputActorCriticPolicy(AuxActorCriticPolicy):
 # ------------------------------------------------------------------------------ recurrent
 
 
-__all__ = ["AuxActorCriticCnnPolicy", "AuxActorCriticPolicy", "AuxMultiInputActorCriticPolicy", "HeadSource"]
+__all__ = ["AuxActorCriticCnnPolicy", "AuxActorCriticPolicy", "AuxMultiInputActorCriticPolicy"]

@@ -10,7 +10,6 @@
 - :mod:`rlaux.run.logs`: SB3's log writers, also for a continued run.
 - :mod:`rlaux.run.signals`: stopping on SIGINT/SIGTERM at an iteration boundary.
 - :mod:`rlaux.run.tracking`: tracking a run with Weights & Biases (``--track``).
-- :mod:`rlaux.run.files`: atomic file writes.
 """
 
 from rlaux.run.config import (

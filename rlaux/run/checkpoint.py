@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -56,15 +55,14 @@ from stable_baselines3.common.vec_env import VecEnv
 from rlaux import __version__
 from rlaux.algorithms import ALGORITHMS, AuxAlgorithmMixin
 from rlaux.errors import ConfigError
+from rlaux.files import fsync_dir, fsync_file, sha256_of
 from rlaux.run.env_state import capture_env_state, monitor_rows, restore_env_state, rng_state, set_rng_state
-from rlaux.run.files import fsync_dir, fsync_file, sha256_of
 from rlaux.run.logs import logger_pending, restore_logger_pending
+from rlaux.run_folder import CHECKPOINTS, RunFolder
 
 FORMAT = "rlaux-checkpoint"
 #: 2: the model's iteration count and env state are its public ``iterations`` and ``env_state``.
 FORMAT_VERSION = 2
-CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})$")
 
 
 class CheckpointError(ConfigError):
@@ -75,11 +73,8 @@ class CheckpointError(ConfigError):
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Finished checkpoint folders of a run, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name))
+    """Finished checkpoint folders of a run, oldest first (``rlaux.run_folder.RunFolder.checkpoint_dirs``)."""
+    return RunFolder(run_dir).checkpoint_dirs()
 
 
 def _spaces(model: Any) -> dict[str, str]:
@@ -101,7 +96,7 @@ def save_checkpoint(
     for stale in root.glob(".tmp-*"):  # left by a kill during an earlier save
         shutil.rmtree(stale, ignore_errors=True)
     existing = checkpoint_dirs(run_dir)
-    seq = int(_NAME.match(existing[-1].name).group(2)) + 1 if existing else 0
+    seq = int(existing[-1].name.rsplit("-", 1)[1]) + 1 if existing else 0  # ckpt-<step>-<seq>
     name = f"ckpt-{int(model.num_timesteps):012d}-{seq:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
     tmp.mkdir()

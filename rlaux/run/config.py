@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,13 +21,14 @@ import torch as th
 from gymnasium import spaces
 
 from rlaux.algorithms import ALGORITHMS, check_tasks
+from rlaux.algorithms.settings import ARGUMENTS, AuxSettings, AuxSettingsError, is_int
 from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.presets import load_preset
 from rlaux.run.hyperparams import algorithm_kwargs, check_hyperparams
-from rlaux.run.pretrained import FLAG, aux_settings, load_trained_agent
-from rlaux.tasks import BUNDLES, TASKS, AuxTask, make_tasks, parse_names, variant_label
-from rlaux.tasks.base import check_weight
+from rlaux.run.pretrained import FLAG, load_trained_agent
+from rlaux.run_folder import RunFolder, RunRecord
+from rlaux.tasks import AuxTask, parse_names, variant_label
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Env steps when neither the flag nor the env preset says (rl-zoo3 trains Atari for 10M).
@@ -58,6 +58,7 @@ class RunConfig:
     vec_env: str = "auto"
     eval_freq: int = 0
     eval_episodes: int = 5
+    eval_deterministic: bool = True  # --eval-stochastic: sample actions in evaluations, as some published baselines do
     save_freq: int = 0
     keep_checkpoints: int = 3
     save_replay: bool = False
@@ -74,19 +75,16 @@ class RunConfig:
 
 @dataclass
 class ResolvedRun:
-    """A config with every preset value filled in: what ``config.json`` holds."""
+    """A config with every preset value filled in: what ``config.json`` holds (``rlaux.run_folder``)."""
 
     config: RunConfig
     env_spec: EnvSpec
     algo: str
-    aux: list[str]
-    aux_weights: dict[str, float]
-    aux_task_kwargs: dict[str, dict]
+    aux: AuxSettings
     hyperparams: dict[str, Any]
     timesteps: int
     n_envs: int
     run_dir: Path
-    aux_weighting: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -94,41 +92,36 @@ class ResolvedRun:
         given by flag and the weighting are part of it."""
         if self.config.label:
             return self.config.label
-        flagged = {k: v for k, v in self.aux_weights.items() if k in self.config.aux_weights}
-        return variant_label(self.aux, flagged, self.aux_weighting)
+        flagged = {k: v for k, v in self.aux.weights.items() if k in self.config.aux_weights}
+        return variant_label(self.aux.tasks, flagged, self.aux.weighting)
 
-    def to_json(self) -> dict[str, Any]:
-        """``config.json``: the resolved values at the top level (what readers such as ``compare`` use; the
-        flags the user gave where a preset resolves nothing), and under ``request`` the user's own flags
-        exactly as given, which :func:`load_run` rebuilds the :class:`RunConfig` from, so that a resumed or
-        evaluated run keeps its label (weights a preset set are not taken for weights given by flag)."""
-        return {
-            **asdict(self.config),
-            "request": asdict(self.config),
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    def record(self) -> RunRecord:
+        """``config.json``: the user's flags exactly as given (``request``; :func:`load_run` rebuilds the
+        :class:`RunConfig` from them, so a resumed or evaluated run keeps its label) apart from every value
+        the run used (``resolved``), the aux settings as ``AuxSettings.to_json``."""
+        resolved = {
+            "env": self.config.env,
+            "game": self.config.game,
+            "seed": self.config.seed,
             "env_id": self.env_spec.env_id,
             "env_spec": self.env_spec.to_dict(),
             "algo": self.algo,
-            "aux": self.aux,
+            "aux": list(self.aux.tasks),
             "aux_label": self.label,
-            "aux_weights": self.aux_weights,
-            "aux_task_kwargs": self.aux_task_kwargs,
-            "aux_weighting": self.aux_weighting,
+            "aux_settings": self.aux.to_json(),
             "hyperparams": self.hyperparams,
             "timesteps": self.timesteps,
             "n_envs": self.n_envs,
             "run_dir": str(self.run_dir),
         }
+        return RunRecord(asdict(self.config), resolved)
 
 
 # --------------------------------------------------------------------------- flags
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_flags(config: RunConfig) -> list[str]:
@@ -140,11 +133,11 @@ def check_flags(config: RunConfig) -> list[str]:
             problems.append(message)
 
     if config.timesteps is not None:
-        need(_is_int(config.timesteps) and config.timesteps > 0,
+        need(is_int(config.timesteps) and config.timesteps > 0,
              f"--timesteps must be a positive number of env steps, got {config.timesteps!r}")
     if config.n_envs is not None:
-        need(_is_int(config.n_envs) and config.n_envs >= 1, f"--n-envs must be at least 1, got {config.n_envs!r}")
-    need(_is_int(config.seed) and config.seed >= 0, f"--seed must be an integer >= 0, got {config.seed!r}")
+        need(is_int(config.n_envs) and config.n_envs >= 1, f"--n-envs must be at least 1, got {config.n_envs!r}")
+    need(is_int(config.seed) and config.seed >= 0, f"--seed must be an integer >= 0, got {config.seed!r}")
     need(config.vec_env in VEC_ENV_CHOICES,
          f"--vec-env '{config.vec_env}' is not one of {', '.join(VEC_ENV_CHOICES)}")
     if config.device not in DEVICES:
@@ -152,11 +145,12 @@ def check_flags(config: RunConfig) -> list[str]:
     elif config.device == "cuda" and not th.cuda.is_available():
         problems.append("--device cuda was asked for, but torch sees no CUDA GPU; use --device auto or cpu")
     for flag, value, low in (("--eval-freq", config.eval_freq, 0), ("--eval-episodes", config.eval_episodes, 1),
-                             ("--save-freq", config.save_freq, 0), ("--keep-checkpoints", config.keep_checkpoints, 0),
-                             ("--max-skipped-updates", config.max_skipped_updates, 0)):
-        need(_is_int(value) and value >= low, f"{flag} must be an integer >= {low}, got {value!r}")
+                             ("--save-freq", config.save_freq, 0), ("--keep-checkpoints", config.keep_checkpoints, 0)):
+        need(is_int(value) and value >= low, f"{flag} must be an integer >= {low}, got {value!r}")
     need(isinstance(config.save_replay, bool), f"--save-replay must be true or false, got {config.save_replay!r}")
-    need(_is_int(config.verbose) and config.verbose in (0, 1, 2), f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
+    need(isinstance(config.eval_deterministic, bool),
+         f"--eval-stochastic must be true or false, got {not config.eval_deterministic!r}")
+    need(is_int(config.verbose) and config.verbose in (0, 1, 2), f"--verbose must be 0, 1 or 2, got {config.verbose!r}")
     if config.algo is not None:
         need(config.algo in ALGORITHMS, f"--algo '{config.algo}' is not one of {', '.join(ALGORITHMS)}")
     if config.run_name is not None:
@@ -177,8 +171,9 @@ def resolve(config: RunConfig) -> ResolvedRun:
     """Merge the env preset, the agent preset and the flags; check everything before training.
 
     Every problem found is reported at once, in one ConfigError: bad flag values, an unknown
-    env, agent or aux task, bad weights, tasks that cannot work with the env's spaces, unknown
-    or out-of-range hyperparameters.
+    env, agent or aux task, bad aux settings, unknown or out-of-range hyperparameters. Only when
+    all of those are right are the tasks checked against the env's spaces, which takes a
+    throw-away env of one copy: a bad setting is refused before any env is built.
     """
     problems = check_flags(config)
 
@@ -198,40 +193,58 @@ def resolve(config: RunConfig) -> ResolvedRun:
     if agent and config.algo is not None and config.algo in ALGORITHMS and config.algo != algo:
         problems.append(f"--algo {config.algo} contradicts --agent {config.agent}, which is {algo}")
     aux_spec = config.aux if config.aux is not None else (agent or {}).get("aux", [])
-    aux = attempt(parse_names, aux_spec)
-    if aux is None:  # keep the names that are fine, to check the rest
-        items = aux_spec.split(",") if isinstance(aux_spec, str) else list(aux_spec or [])
-        aux = [n for item in items if item.strip() in TASKS or item.strip() in BUNDLES
-               for n in parse_names([item.strip()])]
-        aux_known = False
-    else:
-        aux_known = True
-    raw_weights = {**(agent or {}).get("aux_weights", {}), **config.aux_weights}
-    aux_weights = {}
-    for name, value in raw_weights.items():
-        weight = attempt(check_weight, name, value)
-        if weight is not None:
-            aux_weights[name] = weight
-    unknown = sorted(set(config.aux_weights) - set(aux))
-    if unknown and aux_known:
-        problems.append(f"--aux-weight names {', '.join(unknown)}, not among the aux tasks {aux or ['none']}")
-    aux_task_kwargs = {k: v for k, v in (agent or {}).get("aux_task_kwargs", {}).items() if k in aux}
-    # validates task names, constructor arguments and weights
-    aux_weighting = {**(agent or {}).get("aux_weighting", {}), **config.aux_weighting}
-    tasks = attempt(make_tasks, aux, {k: v for k, v in aux_weights.items() if k in aux}, ALGORITHMS[algo].weights_like,
-                    aux_task_kwargs, aux_weighting if aux_known else {})
-    if tasks and spec is not None:
-        attempt(_check_tasks_on_env, tasks, spec, ALGORITHMS[algo].recurrent)
-    elif config.env_kwargs and spec is not None:  # bad env kwargs fail here, before anything is written
-        attempt(_spaces_of, spec)
-    hyperparams = {**(_hyperparams_for(agent, spec.kind) if agent and spec else {}), **config.hyperparams}
+    kind_hyperparams = _hyperparams_for(agent, spec.kind) if agent and spec else {}
+    hyperparams = {**kind_hyperparams, **config.hyperparams}
+    aux = attempt_settings(problems, aux_spec, agent or {}, config, hyperparams, ALGORITHMS[algo].recurrent)
     problems.extend(check_hyperparams(algo, hyperparams))
+    # Then what needs the env's spaces (a throw-away env of one copy), only once everything else is right.
+    if not problems and aux.tasks:
+        attempt(_check_tasks_on_env, aux.take_tasks(ALGORITHMS[algo].weights_like), spec, ALGORITHMS[algo].recurrent)
+    elif not problems and config.env_kwargs:  # bad env kwargs fail here, before anything is written
+        attempt(_spaces_of, spec)
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
     n_envs = config.n_envs or spec.n_envs
-    run_dir = run_dir_for(config, spec, algo, aux)
-    return ResolvedRun(config, spec, algo, aux, aux_weights, aux_task_kwargs, hyperparams, _timesteps(config, spec),
-                       n_envs, run_dir, aux_weighting)
+    run_dir = run_dir_for(config, spec, algo, list(aux.tasks))
+    return ResolvedRun(config, spec, algo, aux, hyperparams, _timesteps(config, spec), n_envs, run_dir)
+
+
+#: How ``resolve`` names each aux setting in an error: the flag (or preset key) that gives it.
+SETTING_FLAGS = {"tasks": "--aux", "weights": "--aux-weight", "weighting": "--aux-weighting",
+                 "task_kwargs": "agent preset aux_task_kwargs", "max_skipped_updates": "--max-skipped-updates",
+                 **{name: f"--hyperparams {argument}" for name, argument in ARGUMENTS.items()
+                    if name not in ("tasks", "weights", "weighting", "task_kwargs", "max_skipped_updates")}}
+
+
+def attempt_settings(problems: list[str], aux_spec: Any, agent: Mapping[str, Any], config: RunConfig,
+                     hyperparams: dict[str, Any], recurrent: bool) -> AuxSettings | None:
+    """The run's ``AuxSettings`` from the flags over the agent preset, or None with its problems added (worded
+    as flags). The aux settings among ``hyperparams`` (``aux_clip``, ...) move out of it into the settings.
+    A preset's weights, task arguments and weightings count only for the tasks the run has."""
+    scalars = {name: hyperparams.pop(argument) for name, argument in ARGUMENTS.items()
+               if argument in hyperparams and name not in ("tasks", "weights", "weighting", "task_kwargs",
+                                                             "max_skipped_updates")
+               and (recurrent or name != "lstm_state_dtype")}
+    try:
+        names = parse_names(aux_spec)
+    except (ConfigError, TypeError):
+        names = None  # AuxSettings reports it
+    chosen = (lambda table: dict(table)) if names is None else (
+        lambda table: {k: v for k, v in table.items() if k in names or k == "*"})
+    try:
+        return AuxSettings(
+            tasks=aux_spec,
+            weights={**chosen(agent.get("aux_weights", {})), **config.aux_weights},
+            task_kwargs=chosen(agent.get("aux_task_kwargs", {})),
+            weighting={**chosen(agent.get("aux_weighting", {})), **config.aux_weighting},
+            max_skipped_updates=config.max_skipped_updates,
+            **scalars,
+        )
+    except AuxSettingsError as err:
+        problems.extend(p.worded(SETTING_FLAGS) for p in err.problems)
+    except ConfigError as err:
+        problems.append(str(err))
+    return None
 
 
 def _timesteps(config: RunConfig, spec: EnvSpec) -> int:
@@ -271,9 +284,9 @@ def _resolve_trained_agent(config: RunConfig, spec: EnvSpec | None, problems: li
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
     algo = model.algo_name
-    aux, aux_weights, aux_weighting = aux_settings(model)
-    return ResolvedRun(config, spec, algo, aux, aux_weights, {}, dict(config.hyperparams), _timesteps(config, spec),
-                       config.n_envs or spec.n_envs, run_dir_for(config, spec, algo, aux), aux_weighting)
+    settings = model.aux_settings
+    return ResolvedRun(config, spec, algo, settings, dict(config.hyperparams), _timesteps(config, spec),
+                       config.n_envs or spec.n_envs, run_dir_for(config, spec, algo, list(settings.tasks)))
 
 
 def _spaces_of(spec: EnvSpec) -> tuple[spaces.Space, spaces.Space]:
@@ -342,26 +355,26 @@ def run_dir_for(config: RunConfig, spec: EnvSpec, algo: str, aux: list[str]) -> 
 
 
 def load_run(run_dir: str | os.PathLike) -> ResolvedRun:
-    """The ResolvedRun that a run folder's ``config.json`` describes (the source of truth on resume)."""
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
+    """The ResolvedRun that a run folder's ``config.json`` describes (the source of truth on resume): the
+    :class:`RunConfig` from the user's request, the rest from the resolved values."""
+    folder = RunFolder(run_dir)
+    record = folder.read()
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run folder: it has no config.json") from None
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: unreadable ({err})") from None
-    try:
-        # The user's own flags (config.json of older runs has only the flat form, resolved values over them).
-        given = data["request"] if isinstance(data.get("request"), dict) else data
-        fields = {f: given[f] for f in RunConfig.__dataclass_fields__ if f in given}
-        config = RunConfig(**fields)
-        spec = EnvSpec(**data["env_spec"])
-        return ResolvedRun(config, spec, data["algo"], list(data["aux"]), dict(data["aux_weights"]),
-                           dict(data["aux_task_kwargs"]), dict(data["hyperparams"]), int(data["timesteps"]),
-                           int(data["n_envs"]), run_dir, dict(data.get("aux_weighting", {})))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{path}: not a config.json written by rlaux ({type(err).__name__}: {err})") from None
+        config = RunConfig(**{f: record.request[f] for f in RunConfig.__dataclass_fields__ if f in record.request})
+        spec = EnvSpec(**record["env_spec"])
+        resolved = record.resolved
+        if "aux_settings" in resolved:
+            aux = AuxSettings.from_json(resolved["aux_settings"])
+        else:  # format 1
+            aux = AuxSettings(tasks=resolved["aux"], weights=resolved.get("aux_weights", {}),
+                              task_kwargs=resolved.get("aux_task_kwargs", {}),
+                              weighting=resolved.get("aux_weighting", {}),
+                              max_skipped_updates=resolved.get("max_skipped_updates", 10))
+        return ResolvedRun(config, spec, record["algo"], aux, dict(record["hyperparams"]), int(record["timesteps"]),
+                           int(record["n_envs"]), Path(run_dir))
+    except (KeyError, TypeError, ValueError, ConfigError) as err:
+        raise ConfigError(f"{folder.config_file}: not a config.json written by rlaux ({type(err).__name__}: {err})") \
+            from None
 
 
 __all__ = [
@@ -370,6 +383,7 @@ __all__ = [
     "RESUME_OVERRIDES",
     "ResolvedRun",
     "RunConfig",
+    "SETTING_FLAGS",
     "agent_preset",
     "algorithm_kwargs",
     "check_flags",

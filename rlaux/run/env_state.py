@@ -27,7 +27,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
-from rlaux.run.files import atomic_write_bytes, fsync_dir
+from rlaux.files import atomic_write_bytes, fsync_dir
 
 # Attributes never captured from an env layer: links, spaces, rendering, files.
 _SKIP_ATTRS = {

@@ -11,23 +11,14 @@ from typing import Any
 
 from stable_baselines3.common.utils import LinearSchedule
 
-from rlaux.algorithms import ALGORITHMS, AUX_SETTING_CHECKS, aux_setting_problems
+from rlaux.algorithms import ALGORITHMS
+from rlaux.algorithms.settings import is_int, is_number
 from rlaux.errors import ConfigError
 from rlaux.networks import sb3_policy_kwargs
-from rlaux.replay import LSTM_STATE_DTYPES
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 #: Keys that flags or rlaux set; a hyperparameter may not name them.
 _RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "aux_tasks", "aux_weights",
-             "aux_task_kwargs", "aux_weighting", "_init_setup_model", "max_skipped_updates"}
+             "aux_task_kwargs", "aux_weighting", "aux_settings", "_init_setup_model", "max_skipped_updates"}
 _POS_INT = ("n_steps", "batch_size", "n_epochs", "stats_window_size", "sde_sample_freq")
 _UNIT = ("gamma", "gae_lambda", "rms_prop_eps")
 _NON_NEG = ("ent_coef", "vf_coef", "target_kl")
@@ -51,11 +42,11 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where} is set by a flag or by rlaux, not by --hyperparams")
         elif key not in accepted:
             problems.append(f"unknown hyperparameter '{key}' for {algo} (it takes: {', '.join(sorted(accepted - _RESERVED))})")
-        elif key in _POS_INT and not (_is_int(value) and value >= 1 if key != "sde_sample_freq" else _is_int(value)):
+        elif key in _POS_INT and not (is_int(value) and value >= 1 if key != "sde_sample_freq" else is_int(value)):
             problems.append(f"{where} must be a positive integer")
-        elif key in _UNIT and not (_is_number(value) and 0 <= value <= 1):
+        elif key in _UNIT and not (is_number(value) and 0 <= value <= 1):
             problems.append(f"{where} must be a number in [0, 1]")
-        elif key in _NON_NEG and value is not None and not (_is_number(value) and value >= 0):
+        elif key in _NON_NEG and value is not None and not (is_number(value) and value >= 0):
             problems.append(f"{where} must be a number >= 0")
         elif key in _POS_OR_SCHEDULE and value is not None:
             number = value[4:] if isinstance(value, str) and value.startswith("lin_") else value
@@ -69,11 +60,7 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where} must be true or false")
         elif key == "policy_kwargs" and not isinstance(value, Mapping):
             problems.append(_policy_kwargs_problem(value))
-        elif key in AUX_SETTING_CHECKS and aux_setting_problems(**{key: value}):
-            problems.append(f"hyperparameter {aux_setting_problems(**{key: value})[0]}")
-        elif key == "aux_lstm_state_dtype" and value not in LSTM_STATE_DTYPES:
-            problems.append(f"{where} must be one of {', '.join(LSTM_STATE_DTYPES)}")
-    if algo in ("ppo", "ppo_lstm") and _is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
+    if algo in ("ppo", "ppo_lstm") and is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
             and hyperparams.get("normalize_advantage", True):
         problems.append("hyperparameter batch_size=1 cannot normalise advantages (PPO needs batch_size > 1)")
     if not problems:

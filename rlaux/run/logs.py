@@ -16,7 +16,7 @@ import numpy as np
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat, configure
 from torch.utils.tensorboard import SummaryWriter
 
-from rlaux.run.files import atomic_write_bytes
+from rlaux.files import atomic_write_bytes
 
 
 class PurgingTensorBoard(TensorBoardOutputFormat):

@@ -24,11 +24,7 @@ def build_model(run: ResolvedRun, env: VecEnv) -> AuxAlgorithmMixin:
     return cls(
         cls.env_policies.get(run.env_spec.policy, run.env_spec.policy),
         env,
-        aux_tasks=run.aux,
-        aux_weights={k: v for k, v in run.aux_weights.items() if k in run.aux},
-        aux_task_kwargs=run.aux_task_kwargs,
-        aux_weighting=run.aux_weighting,
-        max_skipped_updates=run.config.max_skipped_updates,
+        aux_settings=run.aux,
         seed=run.config.seed,
         device=run.config.device,
         verbose=0,

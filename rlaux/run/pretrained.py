@@ -61,12 +61,4 @@ def load_trained_agent(path: str | os.PathLike, algo: str | None = None, env: An
             from None
 
 
-def aux_settings(model: AuxAlgorithmMixin) -> tuple[list[str], dict[str, float], dict[str, str]]:
-    """The model's aux task names, their weights, and their weightings other than fixed (as
-    ``--aux``, ``--aux-weight`` and ``--aux-weighting`` would give them)."""
-    tasks = list(model.aux_tasks)
-    weighting = {t.name: str(t.weighting) for t in tasks if str(t.weighting) != "fixed"}
-    return [t.name for t in tasks], {t.name: float(t.weight) for t in tasks}, weighting
-
-
-__all__ = ["FLAG", "aux_settings", "load_trained_agent", "saved_algo"]
+__all__ = ["FLAG", "load_trained_agent", "saved_algo"]

@@ -29,8 +29,9 @@ from typing import Any
 import stable_baselines3 as sb3
 
 from rlaux.errors import ConfigError, import_optional
+from rlaux.files import atomic_write_bytes
 from rlaux.run.config import ResolvedRun
-from rlaux.run.files import atomic_write_bytes
+from rlaux.run_folder import RunRecord
 
 #: The file in a run folder that names the W&B run tracking it.
 WANDB_RUN_FILE = "wandb_run.json"
@@ -49,6 +50,12 @@ class Tracking:
 def require_wandb() -> ModuleType:
     """The ``wandb`` module, or a ConfigError naming the extra that installs it (``rlaux[wandb]``)."""
     return import_optional("wandb", "--track")
+
+
+def _flat(record: RunRecord) -> dict[str, Any]:
+    """W&B's config: the run's values in one level (the resolved over the request), the request kept under its key,
+    so that W&B's filters read ``aux_label``, ``algo``, ``seed`` directly."""
+    return {**record.request, **record.resolved, "request": dict(record.request)}
 
 
 def _previous_run_id(run: ResolvedRun, tracking: Tracking) -> str | None:
@@ -87,7 +94,7 @@ def tracked(run: ResolvedRun, tracking: Tracking | None) -> Iterator[Any]:
             entity=tracking.entity,
             group=tracking.group,
             tags=[*tracking.tags, f"v{sb3.__version__}"],
-            config={**run.to_json(), "command": " ".join(sys.orig_argv)},
+            config={**_flat(run.record()), "command": " ".join(sys.orig_argv)},
             sync_tensorboard=True,  # SB3's and rlaux's TensorBoard scalars
             monitor_gym=False,  # see the module docstring
             save_code=True,

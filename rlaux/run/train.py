@@ -20,7 +20,6 @@ logged after the checkpoint is cut, so no step is logged twice and none is missi
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import shutil
 import sys
@@ -35,15 +34,16 @@ from stable_baselines3.common.vec_env import VecEnv
 from rlaux.algorithms import ALGORITHMS, AuxAlgorithmMixin, evaluation_reward_feeder
 from rlaux.envs import make_vec_env
 from rlaux.errors import ConfigError
+from rlaux.files import atomic_save, check_writable_folder
 from rlaux.objective import NonFiniteUpdates
-from rlaux.run.checkpoint import PeriodicCheckpoint, checkpoint_dirs, latest_checkpoint, load_checkpoint
+from rlaux.run.checkpoint import PeriodicCheckpoint, latest_checkpoint, load_checkpoint
 from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
 from rlaux.run.env_state import rewind_monitor_files
-from rlaux.run.files import atomic_save, atomic_write_bytes, check_writable_folder
 from rlaux.run.logs import make_logger
 from rlaux.run.model import build_model
 from rlaux.run.signals import Abort, StopOnSignal, signal_name
 from rlaux.run.tracking import Tracking, require_wandb, tracked
+from rlaux.run_folder import CONFIG_FILE
 
 
 def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
@@ -58,7 +58,7 @@ def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
     if tracking is not None:
         require_wandb()  # before anything is written
     run = resolve(config)
-    if checkpoint_dirs(run.run_dir):
+    if run.folder.checkpoint_dirs():
         raise ConfigError(f"run folder {run.run_dir} already holds checkpoints of a run: continue it with "
                           f"--resume {run.run_dir}, or choose another --run-name")
     try:
@@ -67,7 +67,7 @@ def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
         raise ConfigError(f"--log-dir {config.log_dir}: cannot make the run folder {run.run_dir} "
                           f"({type(err).__name__}: {err.strerror or err}); give a writable folder") from None
     _say_rounding(run)
-    atomic_write_bytes(run.run_dir / "config.json", json.dumps(run.to_json(), indent=2, default=str).encode())
+    run.folder.write(run.record())
     with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
         env = _make_env(run)
         try:
@@ -100,18 +100,18 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart
         setattr(run.config, key, value)
     problems = check_flags(run.config)
     if problems:
-        raise ConfigError(f"{Path(run_dir) / 'config.json'}: " + "; ".join(problems))
-    if (run.run_dir / "final_model.zip").is_file():
+        raise ConfigError(f"{run.folder.config_file}: " + "; ".join(problems))
+    if run.folder.finished:
         raise ConfigError(f"run {run.run_dir} has finished (final_model.zip is there): nothing to resume")
     if restart:
         return _restart(run, tracking)
-    if not checkpoint_dirs(run.run_dir):
+    if not run.folder.checkpoint_dirs():
         raise ConfigError(f"run {run.run_dir} has no checkpoint: it stopped before its first one, so nothing can be "
                           f"resumed; start it again from step 0 with: python train_agent.py --resume {run.run_dir} "
                           "--restart (its logs so far move to attempt-<k>/ inside it)")
     path, state = latest_checkpoint(run.run_dir)
     step = int(state["num_timesteps"])
-    rewind_monitor_files(run.run_dir / "monitor", state.get("monitor_rows", {}), step)
+    rewind_monitor_files(run.folder.monitor_dir, state.get("monitor_rows", {}), step)
     with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
         env = _make_env(run)
         try:
@@ -126,16 +126,16 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart
 
 def _restart(run: ResolvedRun, tracking: Tracking | None) -> Path:
     """``resume(..., restart=True)``: the run's outputs so far into ``attempt-<k>/``, then :func:`train` anew."""
-    if checkpoint_dirs(run.run_dir):
+    if run.folder.checkpoint_dirs():
         raise ConfigError(f"run {run.run_dir} has checkpoints: continue it with --resume {run.run_dir} "
                           "(without --restart), or start a new run with another --run-name")
-    k = 1 + sum(1 for p in run.run_dir.glob("attempt-*") if p.is_dir())
+    k = 1 + len(run.folder.attempts())
     attempt = run.run_dir / f"attempt-{k}"
     attempt.mkdir()
     for item in sorted(run.run_dir.iterdir()):
-        if item.name not in ("config.json", attempt.name) and not item.name.startswith("attempt-"):
+        if item.name not in (CONFIG_FILE, attempt.name) and not item.name.startswith("attempt-"):
             item.rename(attempt / item.name)
-    shutil.copy2(run.run_dir / "config.json", attempt / "config.json")  # train() rewrites it once all is checked
+    shutil.copy2(run.folder.config_file, attempt / CONFIG_FILE)  # train() rewrites it once all is checked
     config = run.config
     config.log_dir, config.run_name = str(run.run_dir.parent), run.run_dir.name
     print(f"restarting {run.run_dir} from step 0 (what it had written: {attempt})", file=sys.stderr, flush=True)
@@ -173,7 +173,7 @@ def _set_threads() -> None:
 
 def _make_env(run: ResolvedRun) -> VecEnv:
     return make_vec_env(run.env_spec, n_envs=run.n_envs, seed=run.config.seed, vec_env=run.config.vec_env,
-                        training=True, monitor_dir=str(run.run_dir / "monitor"))
+                        training=True, monitor_dir=str(run.folder.monitor_dir))
 
 
 def _make_logger(run: ResolvedRun, resume_step: int | None) -> Logger:
@@ -203,6 +203,7 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
         eval_env = make_vec_env(run.env_spec, n_envs=1, seed=config.seed + 10_000, vec_env="dummy", training=False)
         callbacks.append(EvalWithRewards(eval_env, n_eval_episodes=config.eval_episodes,
                                          eval_freq=max(config.eval_freq // run.n_envs, 1),
+                                         deterministic=config.eval_deterministic,
                                          best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
     how = f"python train_agent.py --resume {run.run_dir}"
     try:
@@ -225,11 +226,11 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
             finally:
                 _close(env)
     except Abort as abort:
-        last = checkpoint_dirs(run.run_dir)
+        last = run.folder.checkpoint_dirs()
         where = f"the last checkpoint ({last[-1].name}) is intact; resume with: {how}" if last else "no checkpoint was written"
         print(f"aborted by a second {signal_name(abort.signum)}: {where}", file=sys.stderr, flush=True)
         raise SystemExit(128 + abort.signum) from None
-    atomic_save(model, run.run_dir / "final_model.zip")
+    atomic_save(model, run.folder.model_file("final"))
     return run.run_dir
 
 

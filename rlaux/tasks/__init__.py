@@ -93,7 +93,7 @@ def variant_label(
 def make_tasks(
     tasks: str | Iterable[str | AuxTask] | None,
     weights: Mapping[str, float] | None = None,
-    algo: str = "ppo",
+    algo: str | None = "ppo",
     task_kwargs: Mapping[str, Mapping] | None = None,
     weightings: Mapping[str, str | Weighting] | None = None,
 ) -> list[AuxTask]:
@@ -120,7 +120,7 @@ def make_tasks(
             raise ConfigError(f"aux_weights names '{name}', which is not among the aux tasks {names or ['none']}")
         weight = check_weight(name, value)
         next(t for t in built if t.name == name).weight = weight
-    for task in built:
+    for task in built if algo is not None else ():  # None: the defaults are filled in later
         task.resolve_weight(algo)
     for name, spec in (weightings or {}).items():
         if name != "*" and name not in names:

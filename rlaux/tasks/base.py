@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch as th
 from gymnasium import spaces
@@ -21,7 +21,6 @@ from torch import nn
 
 from rlaux.errors import ConfigError
 from rlaux.networks import conv_trunk
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import LSTM_STARTS, ReplayBatch, ReplayRequest
 from rlaux.weighting import Fixed, Weighting
 
@@ -39,6 +38,59 @@ def sequences_per_update(env_steps_per_update: float, env_steps_per_sequence: in
     over 8 x 128 steps (64 env steps per optimizer step) get 3 sequences a step, A2C's 8 x 5 steps 2, and
     either way one sequence per task per 20 env steps, UNREAL's rate, whatever the minibatch size."""
     return max(1, round(env_steps_per_update / env_steps_per_sequence))
+
+
+class TaskPolicy(Protocol):
+    """What a task reads of the policy it trains (``rlaux.policy.AuxActorCriticPolicy`` and its recurrent
+    subclass provide it). Tasks sit below the policy: they name this protocol, never the policy classes,
+    so that a task's maths is tested on tensors and a small stand-in, and the policy composes the tasks."""
+
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    #: Whether an LSTM sits between the encoder and the actor/critic heads.
+    recurrent: bool
+
+    @property
+    def device(self) -> th.device: ...
+
+    @property
+    def features_dim(self) -> int:
+        """Width of the encoder's features."""
+
+    @property
+    def core_dim(self) -> int:
+        """Width of what the actor's head reads (the LSTM output on a recurrent policy)."""
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The shared encoder the heads sit on."""
+
+    def preprocess(self, obs: th.Tensor) -> th.Tensor:
+        """Raw observations -> the encoder's float input."""
+
+    def encode(self, obs: th.Tensor) -> th.Tensor:
+        """Encoder features [N, features_dim] of raw observations [N, *obs_shape]."""
+
+    def encode_sequences(self, batch: ReplayBatch) -> th.Tensor:
+        """Encoder features [B, T, features_dim] of a replay batch."""
+
+    def core_sequences(self, batch: ReplayBatch) -> th.Tensor:
+        """What the actor's head reads [B, T, core_dim] for a replay batch."""
+
+    def values_of_sequences(self, batch: ReplayBatch, through_shared_lstm: bool = False) -> th.Tensor:
+        """The value head's output [B, T] for a replay batch."""
+
+    def get_distribution(self, obs: th.Tensor) -> Any:
+        """SB3's action distribution of observations."""
+
+    def predict_values(self, obs: th.Tensor) -> th.Tensor:
+        """SB3's value estimates [N, 1]."""
+
+    def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """SB3's (values, log-probabilities, entropy) of actions."""
+
+    def parameters(self) -> Any: ...
+
 
 
 class AuxTask(ABC):
@@ -118,12 +170,12 @@ class AuxTask(ABC):
         """The sequences this task samples each update; ``None`` if it uses no replay."""
         return None
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module | None:
+    def build_head(self, policy: TaskPolicy) -> nn.Module | None:
         """The task's own head on the shared encoder (``None`` if it has none). The spaces have
         passed ``check``; what depends on the encoder is checked here (``ConfigError``)."""
         return None
 
-    def check_policy(self, policy: AuxActorCriticPolicy) -> None:
+    def check_policy(self, policy: TaskPolicy) -> None:
         """ConfigError when the task cannot work with the built policy (called once the policy exists, before
         any training); most tasks need nothing of it beyond ``check`` and ``build_head``."""
         return None
@@ -139,7 +191,7 @@ class AuxTask(ABC):
         """Restore what ``state_dict`` returned. Default: nothing to restore."""
 
     @abstractmethod
-    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module | None, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: nn.Module | None, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         """Scalar loss (unweighted) and detached metrics for ``batch``."""
 
     def __repr__(self) -> str:
@@ -177,7 +229,7 @@ class SharedEncoderDefault(UserWarning):
     """On vector observations, rlaux gave the policy a shared encoder (``SharedMLP``) for the aux tasks."""
 
 
-def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: AuxActorCriticPolicy) -> None:
+def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: TaskPolicy) -> None:
     """Warn, in one line, when tasks whose gradient reaches only the shared encoder and their own
     heads (not ``trains_actor_critic``) sit on an encoder with no trainable parameter, such as
     ``MlpPolicy``'s ``FlattenExtractor``: their losses then train their heads and nothing else."""

@@ -37,9 +37,8 @@ from torch import nn
 
 from rlaux.augment import auto_pad, random_shift
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, update_target
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, update_target
 from rlaux.tasks.functional import info_nce_loss
 
 
@@ -99,10 +98,10 @@ class CURL(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(seq_len=1, batch_size=self.batch_size)
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> CURLHead:
+    def build_head(self, policy: TaskPolicy) -> CURLHead:
         return CURLHead(policy.features_dim, self.latent_dim, copy.deepcopy(policy.encoder))
 
-    def loss(self, policy: AuxActorCriticPolicy, head: CURLHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: CURLHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         update_target(head.key_encoder, policy.encoder, self.tau)  # the momentum encoder
         update_target(head.key_projection, head.projection, self.tau)
         obs = batch.obs[:, 0]  # [B, C, H, W]

@@ -34,8 +34,7 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution, mak
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
-from rlaux.tasks.base import AuxTask, Metrics, task_conv_trunk
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, task_conv_trunk
 
 
 def decay_factor(progress: float, decay_fraction: float | None) -> float:
@@ -107,13 +106,13 @@ class DeepSupervision(AuxTask):
         self.normalize_advantage = normalize_advantage
         self.decay_fraction = decay_fraction
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> DeepSupervisionHead:
+    def build_head(self, policy: TaskPolicy) -> DeepSupervisionHead:
         with th.no_grad():
             sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
             in_dim = task_conv_trunk(self.name, policy.encoder)(policy.preprocess(sample)).flatten(1).shape[1]
         return DeepSupervisionHead(in_dim, self.hidden, policy.action_space)
 
-    def loss(self, policy: AuxActorCriticPolicy, head: DeepSupervisionHead, batch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: DeepSupervisionHead, batch) -> tuple[th.Tensor, Metrics]:
         decay = decay_factor(self.progress, self.decay_fraction)
         if decay == 0.0:  # schedule over: no forward pass, a zero loss that touches only the head
             zero = sum(p.sum() for p in head.parameters()) * 0.0

@@ -22,8 +22,7 @@ from torch import nn
 
 from rlaux.augment import auto_pad, random_shift
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
-from rlaux.tasks.base import AuxTask, Metrics
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy
 
 
 def drac_loss(
@@ -54,7 +53,7 @@ class DrAC(AuxTask):
             raise ConfigError(f"drac pad must be >= 0, got {pad}")
         self.pad = pad
 
-    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module | None, batch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: nn.Module | None, batch) -> tuple[th.Tensor, Metrics]:
         obs = batch.observations  # [N, C, H, W] float, as SB3's rollout buffer stores it
         with th.no_grad():
             actions = policy.get_distribution(obs).get_actions()

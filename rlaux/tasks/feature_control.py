@@ -34,9 +34,8 @@ from gymnasium import spaces
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, check_batch_size, task_conv_trunk, update_target
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, check_batch_size, task_conv_trunk, update_target
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
@@ -122,7 +121,7 @@ class FeatureControl(AuxTask):
             seq_len=self.seq_len, batch_size=self.sequences, next_obs=True, allow_episode_end=True, min_len=1
         )
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
+    def build_head(self, policy: TaskPolicy) -> nn.Module:
         target = copy.deepcopy(task_conv_trunk(self.name, policy.encoder))
         with th.no_grad():
             sample = th.as_tensor(policy.observation_space.sample()[None], device=policy.device)
@@ -133,7 +132,7 @@ class FeatureControl(AuxTask):
             )
         return FeatureControlHead(policy.features_dim, maps.shape[1], int(policy.action_space.n), target, self.hidden)
 
-    def pseudo_rewards(self, policy: AuxActorCriticPolicy, head: FeatureControlHead, batch: ReplayBatch) -> th.Tensor:
+    def pseudo_rewards(self, policy: TaskPolicy, head: FeatureControlHead, batch: ReplayBatch) -> th.Tensor:
         """[B, T, K] pseudo-rewards from the target trunk (no gradient)."""
         obs = batch.obs
         with th.no_grad():
@@ -141,7 +140,7 @@ class FeatureControl(AuxTask):
             return feature_control_rewards(maps.unflatten(0, obs.shape[:2]))
 
     def loss(
-        self, policy: AuxActorCriticPolicy, head: FeatureControlHead, batch: ReplayBatch
+        self, policy: TaskPolicy, head: FeatureControlHead, batch: ReplayBatch
     ) -> tuple[th.Tensor, Metrics]:
         rewards = self.pseudo_rewards(policy, head, batch)  # [B, T, K]
         features = policy.encode_sequences(batch)

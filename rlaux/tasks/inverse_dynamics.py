@@ -21,9 +21,8 @@ from gymnasium import spaces
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, mlp
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, mlp
 
 
 def inverse_dynamics_loss(output: th.Tensor, actions: th.Tensor, discrete: bool) -> tuple[th.Tensor, th.Tensor | None]:
@@ -65,12 +64,12 @@ class InverseDynamics(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(seq_len=1, batch_size=self.batch_size, next_obs=True, allow_episode_end=False)
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
+    def build_head(self, policy: TaskPolicy) -> nn.Module:
         space = policy.action_space
         out = int(space.n) if isinstance(space, spaces.Discrete) else int(th.tensor(space.shape).prod())
         return mlp(2 * policy.features_dim, self.hidden, out)
 
-    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         features = policy.encode_sequences(batch)  # [B, 2, F]
         output = head(features.flatten(1))
         discrete = isinstance(policy.action_space, spaces.Discrete)

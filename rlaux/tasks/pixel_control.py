@@ -51,9 +51,16 @@ from gymnasium import spaces
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_batch_size, check_lstm_window, lstm_window
+from rlaux.tasks.base import (
+    DEFAULT_BURN_IN,
+    AuxTask,
+    Metrics,
+    TaskPolicy,
+    check_batch_size,
+    check_lstm_window,
+    lstm_window,
+)
 from rlaux.tasks.functional import dueling, masked_mean, n_step_q_loss
 
 
@@ -243,7 +250,7 @@ class PixelControl(AuxTask):
             **lstm_window(self),
         )
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
+    def build_head(self, policy: TaskPolicy) -> nn.Module:
         _, _, _, gh, gw = self.geometry(policy.observation_space)
         return PixelControlHead(policy.core_dim, int(policy.action_space.n), (gh, gw))
 
@@ -255,7 +262,7 @@ class PixelControl(AuxTask):
         frames = obs[:, :, -per_frame:, top : top + gh * cell, left : left + gw * cell]
         return pixel_control_rewards(frames.float() / 255.0, cell)
 
-    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         rewards = self.pseudo_rewards(batch, policy.observation_space)
         features = policy.core_sequences(batch)  # [B, T+1, F]: encoder features, or the LSTM output
         q = head(features.flatten(0, 1)).unflatten(0, features.shape[:2])  # [B, T+1, A, gh, gw]

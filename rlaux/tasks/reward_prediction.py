@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, check_batch_size, mlp
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, check_batch_size, mlp
 
 NEGATIVE, ZERO, POSITIVE = 0, 1, 2
 
@@ -83,10 +82,10 @@ class RewardPrediction(AuxTask):
             reward_threshold=self.reward_threshold,
         )
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> nn.Module:
+    def build_head(self, policy: TaskPolicy) -> nn.Module:
         return mlp(self.n_frames * policy.features_dim, self.hidden, 3)
 
-    def loss(self, policy: AuxActorCriticPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: nn.Module, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         features = policy.encode_sequences(batch)  # [B, T, F]
         logits = head(features[:, -self.n_frames :].flatten(1))
         loss, accuracy = reward_prediction_loss(logits, batch.rewards[:, -1], self.reward_threshold)

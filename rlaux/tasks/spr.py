@@ -56,9 +56,8 @@ from torch import nn
 from rlaux.augment import auto_pad, random_shift
 from rlaux.errors import ConfigError
 from rlaux.networks import conv_trunk
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import AuxTask, Metrics, is_image, mlp, update_target
+from rlaux.tasks.base import AuxTask, Metrics, TaskPolicy, is_image, mlp, update_target
 from rlaux.tasks.functional import cosine_prediction_loss
 
 TRANSITIONS = ("auto", "conv", "mlp")
@@ -138,7 +137,7 @@ class SPRHead(nn.Module):
             return self.transition(th.cat([latent, planes], dim=1))
         return self.transition(th.cat([latent, action], dim=1))
 
-    def online_parts(self, policy: AuxActorCriticPolicy) -> tuple[nn.Module, nn.Module]:
+    def online_parts(self, policy: TaskPolicy) -> tuple[nn.Module, nn.Module]:
         """(trunk, rest) of the online network, matching ``target_trunk``/``target_rest``."""
         if self.mode == "conv":
             parts = split_encoder(policy.encoder)
@@ -146,7 +145,7 @@ class SPRHead(nn.Module):
             return parts
         return policy.encoder, self.projection
 
-    def update_target(self, policy: AuxActorCriticPolicy, tau: float) -> None:
+    def update_target(self, policy: TaskPolicy, tau: float) -> None:
         """Move the target trunk and rest toward the online ones by ``tau`` (1: copy them)."""
         trunk, rest = self.online_parts(policy)
         update_target(self.target_trunk, trunk, tau)
@@ -222,7 +221,7 @@ class SPR(AuxTask):
     def replay_request(self) -> ReplayRequest:
         return ReplayRequest(seq_len=self.k, batch_size=self.batch_size, next_obs=True, allow_episode_end=True)
 
-    def build_head(self, policy: AuxActorCriticPolicy) -> SPRHead:
+    def build_head(self, policy: TaskPolicy) -> SPRHead:
         encoder, features_dim = policy.encoder, policy.features_dim
         n_act = action_dim(policy.action_space)
         parts = split_encoder(encoder) if is_image(policy.observation_space) else None
@@ -257,7 +256,7 @@ class SPR(AuxTask):
             projection=projection,
         )
 
-    def loss(self, policy: AuxActorCriticPolicy, head: SPRHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head: SPRHead, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         space = policy.observation_space
         head.update_target(policy, self.target_tau(space))
         obs = batch.obs  # [B, K+1, *obs_shape]

@@ -34,9 +34,16 @@ from __future__ import annotations
 import torch as th
 
 from rlaux.errors import ConfigError
-from rlaux.policy import AuxActorCriticPolicy
 from rlaux.replay import ReplayBatch, ReplayRequest
-from rlaux.tasks.base import DEFAULT_BURN_IN, AuxTask, Metrics, check_batch_size, check_lstm_window, lstm_window
+from rlaux.tasks.base import (
+    DEFAULT_BURN_IN,
+    AuxTask,
+    Metrics,
+    TaskPolicy,
+    check_batch_size,
+    check_lstm_window,
+    lstm_window,
+)
 from rlaux.tasks.functional import n_step_returns
 
 
@@ -109,7 +116,7 @@ class ValueReplay(AuxTask):
             raise ConfigError("value_replay has no discount: pass gamma=... or train it with AuxPPO/AuxA2C")
         return self.agent_gamma
 
-    def check_policy(self, policy: AuxActorCriticPolicy) -> None:
+    def check_policy(self, policy: TaskPolicy) -> None:
         if self.through_shared_lstm and not getattr(policy, "shared_lstm", False):
             raise ConfigError("value_replay through_shared_lstm needs a recurrent policy whose actor and critic share "
                               "one LSTM (--algo ppo_lstm, policy_kwargs shared_lstm = true and enable_critic_lstm = "
@@ -122,7 +129,7 @@ class ValueReplay(AuxTask):
             **lstm_window(self),
         )
 
-    def loss(self, policy: AuxActorCriticPolicy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
+    def loss(self, policy: TaskPolicy, head, batch: ReplayBatch) -> tuple[th.Tensor, Metrics]:
         values = policy.values_of_sequences(batch, through_shared_lstm=self.through_shared_lstm)  # [B, T+1]
         predicted = values[:, :-1]
         bootstrap = values[:, -1].detach() * (1.0 - batch.dones[:, -1])

@@ -39,6 +39,7 @@ from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
+from rlaux.algorithms.settings import ARGUMENTS, AuxSettings
 from rlaux.networks import FEATURE_EXTRACTORS
 from rlaux.zoo.tuning import CONVERTERS, SAMPLERS, configured_hyperparams
 
@@ -96,6 +97,8 @@ class AuxExperimentManager(ExperimentManager):
         for key, update in self._trial_updates.items():
             if key not in (self.custom_hyperparams or {}):
                 processed[key] = {**(processed.get(key) or {}), **update}
+        if self.algo in ZOO_ALGOS:  # every aux setting checked here, before rl-zoo3 makes a folder or an env
+            AuxSettings.from_arguments(**{k: v for k, v in processed.items() if k in ARGUMENTS.values()})
         return (processed, *rest)
 
 

@@ -18,8 +18,9 @@ import sys
 import numpy as np
 import pandas as pd
 
+from rlaux.compare.efficiency import steps_to_reach
 from rlaux.compare.results import curve_matrix
-from rlaux.compare.stats import columnwise_iqm, steps_to_reach
+from rlaux.compare.stats import columnwise_iqm
 
 
 def steps_or_nan(grid: np.ndarray, curve: np.ndarray, level: float) -> float:
