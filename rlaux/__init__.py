@@ -1,6 +1,6 @@
 """rlaux: UNREAL-style auxiliary tasks for Stable-Baselines3 PPO and A2C, and sb3-contrib's RecurrentPPO."""
 
-from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPO, AuxRecurrentPPO, AuxSettings
+from rlaux.algorithms import ALGORITHMS, AuxA2C, AuxPPG, AuxPPO, AuxRecurrentPPO, AuxSettings
 from rlaux.errors import ConfigError
 from rlaux.policy import (
     AuxActorCriticCnnPolicy,
@@ -19,6 +19,7 @@ __all__ = [
     "AuxA2C",
     "AuxActorCriticCnnPolicy",
     "AuxActorCriticPolicy",
+    "AuxPPG",
     "AuxPPO",
     "AuxRecurrentActorCriticCnnPolicy",
     "AuxRecurrentActorCriticPolicy",

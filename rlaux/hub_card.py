@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
+from rlaux.algorithms.settings import PHASIC_FIELDS
 from rlaux.run_folder import RunRecord
 
 #: The libraries an rlaux algorithm extends one of: top-level module -> (name, address).
@@ -25,12 +26,15 @@ with auxiliary tasks) trained on **{{ env_id }}** for {{ timesteps }} env steps 
 
 ## Auxiliary tasks
 
-{% if tasks %}The loss is `L_rl + sum_k weight_k * L_aux_k` over these tasks:
+{% if phasic %}**Phasic Policy Gradient** (Cobbe et al. 2021): every {{ phasic.ppg_n_pi }} PPO iterations, an auxiliary phase of
+{{ phasic.ppg_aux_epochs }} epochs distils the value into the policy network (KL weight beta_clone {{ phasic.ppg_beta_clone }},
+architecture `{{ phasic.ppg_arch }}`).
+{% endif %}{% if tasks %}The loss is `L_rl + sum_k weight_k * L_aux_k` over these tasks:
 
 | task | weight | weighting |
 |---|---|---|
 {% for task in tasks %}| `{{ task.name }}` | {{ task.weight }} | {{ task.weighting }} |
-{% endfor %}{% else %}None: this agent is a plain {{ base_class }} baseline.
+{% endfor %}{% elif phasic %}No rlaux task joins the policy phase.{% else %}None: this agent is a plain {{ base_class }} baseline.
 {% endif %}
 ## Evaluation
 
@@ -108,7 +112,8 @@ def model_card(hub: ModuleType, agent: AuxPPO | AuxA2C | AuxRecurrentPPO, config
         episodes=results["n_eval_episodes"], deterministic=results["is_deterministic"], video=video,
         repo_id=repo_id, model_file=model_file, hyperparams=json.dumps(config.get("hyperparams", {}), sort_keys=True),
         n_envs=config.get("n_envs"), seed=config.get("seed"),
-        aux_settings=json.dumps(agent.aux_settings.to_json(), sort_keys=True))
+        aux_settings=json.dumps(agent.aux_settings.to_json(), sort_keys=True),
+        phasic={name: getattr(agent.aux_settings, name) for name in PHASIC_FIELDS} if agent.phasic else None)
 
 
 __all__ = ["LIBRARIES", "base_algorithm", "model_card"]

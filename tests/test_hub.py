@@ -88,6 +88,24 @@ def test_the_card_of_a_recurrent_agent_names_sb3_contrib_recurrent_ppo():
     assert "sb3-contrib" in card.data.tags
 
 
+def test_a_ppg_agent_goes_to_the_hub_and_comes_back(tmp_path):
+    """``--algo ppg``: packaged with a card that says what PPG does, loaded back as the same AuxPPG."""
+    from rlaux import AuxPPG
+
+    run = train(RunConfig(env="MinAtar", algo="ppg", timesteps=256, n_envs=2, log_dir=str(tmp_path / "runs"),
+                          hyperparams={"n_steps": 64, "batch_size": 64, "ppg_n_pi": 2}, progress_bar=False, verbose=0))
+    out = tmp_path / "package"
+    assert main(["push", "--load", str(run), "--repo-id", REPO, "--local-dir", str(out), "--episodes", "1"]) == 0
+    card = (out / "README.md").read_text()
+    assert "**Phasic Policy Gradient** (Cobbe et al. 2021): every 2 PPO iterations" in card
+    assert "plain PPO baseline" not in card and (out / "aux_ppg-MinAtar-Breakout-v1.zip").is_file()
+    model = load_from_hub(REPO, local_dir=out, device="cpu")
+    original = load_model(run / "final_model.zip", algo="ppg", device="cpu")
+    assert isinstance(model, AuxPPG) and model.aux_settings == original.aux_settings and model.ppg_aux_phases == 1
+    obs = np.stack([model.observation_space.sample() for _ in range(8)])
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], original.predict(obs, deterministic=True)[0])
+
+
 def test_the_package_has_a_replay_video(package):
     pytest.importorskip("moviepy")
     video = package / "replay.mp4"

@@ -306,13 +306,13 @@ def test_rl_zoo3_knows_the_aux_algorithms_everywhere():
     import rl_zoo3.train
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
-    from rlaux import AuxA2C, AuxPPO, AuxRecurrentPPO
+    from rlaux import AuxA2C, AuxPPG, AuxPPO, AuxRecurrentPPO
     from rlaux.networks import MinAtarCNN
     from rlaux.zoo import AuxExperimentManager, hyperparams_file
 
     assert rl_zoo3.ALGOS["aux_ppo"] is AuxPPO and rl_zoo3.ALGOS["aux_a2c"] is AuxA2C
-    assert rl_zoo3.ALGOS["aux_ppo_lstm"] is AuxRecurrentPPO
-    for algo in ("aux_ppo", "aux_a2c", "aux_ppo_lstm"):
+    assert rl_zoo3.ALGOS["aux_ppo_lstm"] is AuxRecurrentPPO and rl_zoo3.ALGOS["aux_ppg"] is AuxPPG
+    for algo in ("aux_ppo", "aux_a2c", "aux_ppo_lstm", "aux_ppg"):
         assert algo in HYPERPARAMS_SAMPLER and algo in HYPERPARAMS_CONVERTER
         assert hyperparams_file(algo).is_file()
     assert rl_zoo3.train.ExperimentManager is AuxExperimentManager
@@ -323,7 +323,8 @@ def test_rl_zoo3_knows_the_aux_algorithms_everywhere():
 @needs_zoo
 @pytest.mark.parametrize("algo, agent, aux_agent", [("aux_ppo", "ppo_reward_pred", "ppo_reward_pred"),
                                                     ("aux_a2c", "a2c", "ppo_reward_pred"),
-                                                    ("aux_ppo_lstm", "ppo_lstm_unreal", "ppo_lstm_unreal")])
+                                                    ("aux_ppo_lstm", "ppo_lstm_unreal", "ppo_lstm_unreal"),
+                                                    ("aux_ppg", "ppg", "ppg")])
 def test_the_shipped_zoo_files_are_the_presets(algo, agent, aux_agent):
     """aux_<algo>.yml = agents/<agent>.toml (its [hyperparams.<kind>]) + envs/<Atari|MinAtar>.toml + the aux tasks of
     <aux_agent> + rlaux's default length of the kind, key by key (see the files' header)."""

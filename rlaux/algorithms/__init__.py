@@ -32,7 +32,8 @@ of every step for training (:class:`LstmInputsRolloutBuffer`).
 Modules, one concern each: :mod:`~rlaux.algorithms.settings` (``AuxSettings``: every aux setting in one frozen
 object, checked once; tasks against the spaces), :mod:`~rlaux.algorithms.callbacks` (replay and LSTM-input feeders), :mod:`~rlaux.algorithms.mixin`
 (the lifecycle the three classes share), :mod:`~rlaux.algorithms.feedforward` (``AuxPPO``, ``AuxA2C``),
-:mod:`~rlaux.algorithms.recurrent` (``AuxRecurrentPPO`` and its rollout buffers).
+:mod:`~rlaux.algorithms.recurrent` (``AuxRecurrentPPO`` and its rollout buffers), :mod:`~rlaux.algorithms.phasic`
+(``AuxPPG``, Phasic Policy Gradient; docs/ppg.md).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 from rlaux.algorithms.callbacks import LastRewardFeeder, ReplayFeeder, evaluation_reward_feeder, frame_stack_of
 from rlaux.algorithms.feedforward import AuxA2C, AuxPPO
 from rlaux.algorithms.mixin import AuxAlgorithmMixin
+from rlaux.algorithms.phasic import AuxPPG
 from rlaux.algorithms.recurrent import (
     AuxRecurrentPPO,
     LstmInputsDictRolloutBuffer,
@@ -49,8 +51,9 @@ from rlaux.algorithms.recurrent import (
 from rlaux.algorithms.settings import AUX_MIN_SEQUENCES, AuxSettings, AuxSettingsError, check_tasks
 
 #: Algorithm names (``--algo``) -> classes.
-ALGORITHMS: dict[str, type[AuxAlgorithmMixin]] = {"ppo": AuxPPO, "a2c": AuxA2C, "ppo_lstm": AuxRecurrentPPO}
+ALGORITHMS: dict[str, type[AuxAlgorithmMixin]] = {"ppo": AuxPPO, "a2c": AuxA2C, "ppo_lstm": AuxRecurrentPPO,
+                                                   "ppg": AuxPPG}
 
-__all__ = ["ALGORITHMS", "AUX_MIN_SEQUENCES", "AuxA2C", "AuxAlgorithmMixin", "AuxPPO", "AuxRecurrentPPO",
+__all__ = ["ALGORITHMS", "AUX_MIN_SEQUENCES", "AuxA2C", "AuxAlgorithmMixin", "AuxPPG", "AuxPPO", "AuxRecurrentPPO",
            "AuxSettings", "AuxSettingsError", "LastRewardFeeder", "LstmInputsDictRolloutBuffer", "LstmInputsRolloutBuffer",
            "RecordsLstmInputs", "ReplayFeeder", "check_tasks", "evaluation_reward_feeder", "frame_stack_of"]

@@ -16,7 +16,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from rlaux.algorithms.callbacks import ReplayFeeder, frame_stack_of
-from rlaux.algorithms.settings import ARGUMENTS, AUX_MIN_SEQUENCES, AuxSettings, check_tasks
+from rlaux.algorithms.settings import ARGUMENTS, AUX_MIN_SEQUENCES, PHASIC_FIELDS, AuxSettings, check_tasks
 from rlaux.errors import ConfigError
 from rlaux.minibatch import current_minibatch, rollout_buffer_class_for
 from rlaux.networks import SharedMLP, sb3_policy_kwargs
@@ -29,6 +29,8 @@ from rlaux.policy import (
 from rlaux.replay import AuxReplayBuffer
 from rlaux.tasks import AuxTask, SharedEncoderDefault, warn_if_encoder_is_parameter_free
 from rlaux.tasks.base import sequences_per_update
+
+PHASIC_ARGUMENTS = tuple(ARGUMENTS[name] for name in PHASIC_FIELDS)
 
 
 def _setting(name: str) -> property:
@@ -73,6 +75,8 @@ class AuxAlgorithmMixin:
     weights_like: ClassVar[str]
     #: Whether its policy has an LSTM.
     recurrent: ClassVar[bool] = False
+    #: Whether it takes Phasic Policy Gradient's settings (``ppg_*``; ``AuxPPG``).
+    phasic: ClassVar[bool] = False
     #: The policy of an env preset's policy name (``CnnPolicy``, ...), where it differs.
     env_policies: ClassVar[dict[str, str]] = {}
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -107,6 +111,7 @@ class AuxAlgorithmMixin:
             ("aux_max_grad_norm", aux_max_grad_norm), ("aux_env_steps_per_sequence", aux_env_steps_per_sequence),
             ("aux_every", aux_every),
             ("aux_lstm_state_dtype", kwargs.pop("aux_lstm_state_dtype", None) if type(self).recurrent else None),
+            *((argument, kwargs.pop(argument, None)) for argument in PHASIC_ARGUMENTS),
         ) if value is not None}
         if aux_settings is not None and given:
             raise ConfigError(f"give the aux settings either as aux_settings or as arguments, not both "
@@ -115,6 +120,10 @@ class AuxAlgorithmMixin:
             raise ConfigError(f"aux_settings must be an rlaux.AuxSettings, got {type(aux_settings).__name__}")
         #: Every auxiliary setting, validated once (``AuxSettings``); ``aux_clip`` and the others read it.
         self.aux_settings: AuxSettings = aux_settings or AuxSettings.from_arguments(**given)
+        phasic = self.aux_settings.phasic_given()
+        if phasic and not type(self).phasic:
+            raise ConfigError(f"{', '.join(phasic)} {'is a setting' if len(phasic) == 1 else 'are settings'} of "
+                              f"Phasic Policy Gradient (AuxPPG, --algo ppg), not of {type(self).__name__}")
         #: The task objects, built once from the settings; the algorithm hands them to the policy.
         self.aux_tasks: list[AuxTask] = self.aux_settings.take_tasks(self.weights_like)
         self.aux_replay: AuxReplayBuffer | None = None
@@ -144,6 +153,12 @@ class AuxAlgorithmMixin:
     aux_env_steps_per_sequence = _setting("env_steps_per_sequence")
     aux_every = _setting("every")
     aux_lstm_state_dtype = _setting("lstm_state_dtype")
+
+    @classmethod
+    def check_run(cls, settings: AuxSettings, hyperparams: Mapping[str, Any], n_envs: int,
+                  observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        """Raise ConfigError where this algorithm cannot run with these settings, hyperparameters and spaces,
+        before its env is built (``rlaux.run.config.resolve``); the tasks' own checks are ``check_tasks``."""
 
     def _default_to_a_shared_encoder(self) -> None:
         """On vector observations, give tasks that train only the encoder and their heads a shared

@@ -45,7 +45,23 @@ ARGUMENTS: dict[str, str] = {
     "env_steps_per_sequence": "aux_env_steps_per_sequence",
     "every": "aux_every",
     "lstm_state_dtype": "aux_lstm_state_dtype",
+    "ppg_n_pi": "ppg_n_pi",
+    "ppg_aux_epochs": "ppg_aux_epochs",
+    "ppg_value_epochs": "ppg_value_epochs",
+    "ppg_beta_clone": "ppg_beta_clone",
+    "ppg_value_distill_weight": "ppg_value_distill_weight",
+    "ppg_aux_minibatch_rollouts": "ppg_aux_minibatch_rollouts",
+    "ppg_aux_learning_rate": "ppg_aux_learning_rate",
+    "ppg_arch": "ppg_arch",
 }
+
+#: The settings of Phasic Policy Gradient (``AuxPPG``, ``--algo ppg``); other algorithms refuse them.
+PHASIC_FIELDS = tuple(name for name in ARGUMENTS if name.startswith("ppg_"))
+
+#: PPG's architectures (Cobbe et al. 2021, section 3 and the authors' ``train.py``): ``dual``, separate policy
+#: and value networks; ``detach``, one encoder, the value head reads it detached; ``shared``, one encoder
+#: trained by both losses.
+PPG_ARCHS = ("dual", "detach", "shared")
 
 
 def is_int(value: Any) -> bool:
@@ -67,6 +83,16 @@ _SCALAR_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "env_steps_per_sequence": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "every": (lambda v: v == "auto" or (is_int(v) and v >= 1), "an integer >= 1 or 'auto'"),
     "lstm_state_dtype": (lambda v: v in LSTM_STATE_DTYPES, f"one of {', '.join(LSTM_STATE_DTYPES)}"),
+    "ppg_n_pi": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (policy iterations per auxiliary phase)"),
+    "ppg_aux_epochs": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no auxiliary phase)"),
+    "ppg_value_epochs": (lambda v: v is None or (is_int(v) and v >= 0),
+                         "an integer >= 0, or None (value and policy trained together for n_epochs)"),
+    "ppg_beta_clone": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "ppg_value_distill_weight": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "ppg_aux_minibatch_rollouts": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (env rollouts per minibatch)"),
+    "ppg_aux_learning_rate": (lambda v: v is None or (is_number(v) and v > 0),
+                              "a number > 0, or None (the policy phase's current learning rate)"),
+    "ppg_arch": (lambda v: v in PPG_ARCHS, f"one of {', '.join(PPG_ARCHS)}"),
 }
 
 
@@ -112,6 +138,20 @@ class AuxSettings:
     :param lstm_state_dtype: how the replay keeps a recurrent policy's LSTM state per step
         (``aux_lstm_state_dtype``; ``AuxRecurrentPPO`` only).
 
+    Phasic Policy Gradient's settings (``AuxPPG`` only; docs/ppg.md; the paper's defaults):
+
+    :param ppg_n_pi: N_pi, policy-phase iterations (rollouts) per auxiliary phase (32).
+    :param ppg_aux_epochs: E_aux, epochs of the auxiliary phase over the N_pi stored rollouts (6).
+    :param ppg_value_epochs: E_V, value epochs per rollout, apart from the policy's ``n_epochs`` (E_pi) with an
+        optimizer of their own; None: value and policy are trained together, E_V = E_pi (the paper's 1 and 1).
+    :param ppg_beta_clone: beta_clone, the weight of KL(pre-phase policy || policy) in the auxiliary phase (1).
+    :param ppg_value_distill_weight: the weight of the value network's own regression in the auxiliary
+        phase (the authors' ``vf_true_weight``, 1).
+    :param ppg_aux_minibatch_rollouts: whole env rollouts of ``n_steps`` per auxiliary minibatch (the authors'
+        ``aux_mbsize``, 4: 16 N_pi minibatches an epoch at 64 envs).
+    :param ppg_aux_learning_rate: the auxiliary phase's Adam learning rate; None: the policy phase's current one.
+    :param ppg_arch: ``dual``, ``detach`` or ``shared`` (:data:`PPG_ARCHS`).
+
     Making it checks every field and builds the task objects once (a task's constructor checks its own
     arguments); all problems are raised together as one :class:`AuxSettingsError`.
     """
@@ -127,6 +167,14 @@ class AuxSettings:
     env_steps_per_sequence: int = DEFAULT_ENV_STEPS_PER_SEQUENCE
     every: int | str = "auto"
     lstm_state_dtype: str = "float16"
+    ppg_n_pi: int = 32
+    ppg_aux_epochs: int = 6
+    ppg_value_epochs: int | None = None
+    ppg_beta_clone: float = 1.0
+    ppg_value_distill_weight: float = 1.0
+    ppg_aux_minibatch_rollouts: int = 4
+    ppg_aux_learning_rate: float | None = None
+    ppg_arch: str = "dual"
     _built: list[AuxTask] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -238,6 +286,11 @@ class AuxSettings:
     def from_json(cls, data: Mapping[str, Any]) -> AuxSettings:
         return cls(**{k: v for k, v in data.items() if k in ARGUMENTS})
 
+    def phasic_given(self) -> list[str]:
+        """The PPG settings (:data:`PHASIC_FIELDS`) that differ from their defaults, by argument name."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return [ARGUMENTS[name] for name in PHASIC_FIELDS if getattr(self, name) != defaults[name]]
+
     def replace(self, **changes: Any) -> AuxSettings:
         """A copy with ``changes`` (field names), checked again."""
         return replace(self, **changes)
@@ -290,5 +343,5 @@ def check_tasks(tasks: Iterable[AuxTask], observation_space: spaces.Space, actio
         raise ConfigError("aux tasks that sample the replay need Box observations, not a Dict space")
 
 
-__all__ = ["ARGUMENTS", "AUX_MIN_SEQUENCES", "AuxSettings", "AuxSettingsError", "SettingProblem", "check_tasks",
+__all__ = ["ARGUMENTS", "AUX_MIN_SEQUENCES", "PHASIC_FIELDS", "PPG_ARCHS", "AuxSettings", "AuxSettingsError", "SettingProblem", "check_tasks",
            "is_int", "is_number"]

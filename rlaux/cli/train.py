@@ -29,7 +29,7 @@ def train_parser() -> argparse.ArgumentParser:
     """The parser of ``train_agent.py [train]``."""
     p = OneLineErrorParser(
         prog="train_agent.py", usage="train_agent.py [train|evaluate|compare|push] [flags]",
-        description="Train an SB3 PPO/A2C or sb3-contrib RecurrentPPO (ppo_lstm) agent with auxiliary tasks. "
+        description="Train an SB3 PPO/A2C, sb3-contrib RecurrentPPO (ppo_lstm) or Phasic Policy Gradient (ppg) agent with auxiliary tasks. "
                     "The flags below are train's (the default subcommand).",
         epilog="subcommands (each with its own --help):\n"
                + "\n".join(f"  {name:<9} {summary}" for name, summary in SUBCOMMANDS.items()),

@@ -21,14 +21,14 @@ import torch as th
 from gymnasium import spaces
 
 from rlaux.algorithms import ALGORITHMS, check_tasks
-from rlaux.algorithms.settings import ARGUMENTS, AuxSettings, AuxSettingsError, is_int
+from rlaux.algorithms.settings import ARGUMENTS, PHASIC_FIELDS, AuxSettings, AuxSettingsError, is_int
 from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.presets import load_preset
 from rlaux.run.hyperparams import algorithm_kwargs, check_hyperparams
 from rlaux.run.pretrained import FLAG, load_trained_agent
 from rlaux.run_folder import RunFolder, RunRecord
-from rlaux.tasks import AuxTask, parse_names, variant_label
+from rlaux.tasks import parse_names, variant_label
 
 DEVICES = ("auto", "cpu", "cuda")
 #: Env steps when neither the flag nor the env preset says (rl-zoo3 trains Atari for 10M).
@@ -195,16 +195,17 @@ def resolve(config: RunConfig) -> ResolvedRun:
     aux_spec = config.aux if config.aux is not None else (agent or {}).get("aux", [])
     kind_hyperparams = _hyperparams_for(agent, spec.kind) if agent and spec else {}
     hyperparams = {**kind_hyperparams, **config.hyperparams}
-    aux = attempt_settings(problems, aux_spec, agent or {}, config, hyperparams, ALGORITHMS[algo].recurrent)
+    cls = ALGORITHMS[algo]
+    aux = attempt_settings(problems, aux_spec, agent or {}, config, hyperparams, cls.recurrent, cls.phasic)
     problems.extend(check_hyperparams(algo, hyperparams))
+    n_envs = config.n_envs or (spec.n_envs if spec else None)
     # Then what needs the env's spaces (a throw-away env of one copy), only once everything else is right.
-    if not problems and aux.tasks:
-        attempt(_check_tasks_on_env, aux.take_tasks(ALGORITHMS[algo].weights_like), spec, ALGORITHMS[algo].recurrent)
+    if not problems and (aux.tasks or cls.phasic):
+        attempt(_check_on_env, cls, aux, spec, hyperparams, n_envs)
     elif not problems and config.env_kwargs:  # bad env kwargs fail here, before anything is written
         attempt(_spaces_of, spec)
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(p.replace("\n", " ") for p in problems)))
-    n_envs = config.n_envs or spec.n_envs
     run_dir = run_dir_for(config, spec, algo, list(aux.tasks))
     return ResolvedRun(config, spec, algo, aux, hyperparams, _timesteps(config, spec), n_envs, run_dir)
 
@@ -217,14 +218,15 @@ SETTING_FLAGS = {"tasks": "--aux", "weights": "--aux-weight", "weighting": "--au
 
 
 def attempt_settings(problems: list[str], aux_spec: Any, agent: Mapping[str, Any], config: RunConfig,
-                     hyperparams: dict[str, Any], recurrent: bool) -> AuxSettings | None:
+                     hyperparams: dict[str, Any], recurrent: bool, phasic: bool = False) -> AuxSettings | None:
     """The run's ``AuxSettings`` from the flags over the agent preset, or None with its problems added (worded
-    as flags). The aux settings among ``hyperparams`` (``aux_clip``, ...) move out of it into the settings.
+    as flags). The aux settings among ``hyperparams`` (``aux_clip``, ...) move out of it into the settings;
+    those of another kind of algorithm (``aux_lstm_state_dtype``, ``ppg_*``) stay, to be refused as unknown.
     A preset's weights, task arguments and weightings count only for the tasks the run has."""
     scalars = {name: hyperparams.pop(argument) for name, argument in ARGUMENTS.items()
                if argument in hyperparams and name not in ("tasks", "weights", "weighting", "task_kwargs",
                                                              "max_skipped_updates")
-               and (recurrent or name != "lstm_state_dtype")}
+               and (recurrent or name != "lstm_state_dtype") and (phasic or name not in PHASIC_FIELDS)}
     try:
         names = parse_names(aux_spec)
     except (ConfigError, TypeError):
@@ -294,10 +296,14 @@ def _spaces_of(spec: EnvSpec) -> tuple[spaces.Space, spaces.Space]:
     return _env_spaces(json.dumps(spec.to_dict(), sort_keys=True, default=str))
 
 
-def _check_tasks_on_env(tasks: list[AuxTask], spec: EnvSpec, recurrent: bool) -> None:
-    """The algorithm's task checks, on the spaces of the env ``spec`` builds."""
+def _check_on_env(cls: type, settings: AuxSettings, spec: EnvSpec, hyperparams: Mapping[str, Any],
+                  n_envs: int) -> None:
+    """The algorithm's task checks and its own (``check_run``: PPG's spaces and memory), on the spaces of the
+    env ``spec`` builds."""
     observation_space, action_space = _spaces_of(spec)
-    check_tasks(tasks, observation_space, action_space, recurrent)
+    if settings.tasks:
+        check_tasks(settings.take_tasks(cls.weights_like), observation_space, action_space, cls.recurrent)
+    cls.check_run(settings, hyperparams, n_envs, observation_space, action_space)
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,4 +1,4 @@
-"""rl-zoo3 integration: AuxPPO, AuxA2C and AuxRecurrentPPO as ``aux_ppo``, ``aux_a2c`` and ``aux_ppo_lstm``
+"""rl-zoo3 integration: AuxPPO, AuxA2C, AuxRecurrentPPO and AuxPPG as ``aux_ppo``, ``aux_a2c``, ``aux_ppo_lstm`` and ``aux_ppg``
 in rl-zoo3's train, enjoy, record_video and ``-optimize`` (optional extra: ``pip install "rlaux[zoo]"``).
 
 ``python -m rlaux.zoo train|enjoy|record_video [rl-zoo3's flags]`` runs rl-zoo3's own script
@@ -8,7 +8,7 @@ MinAtar gymnasium ids (``MinAtar/<Game>-v1``) through :mod:`rlaux.envs`.
 - :mod:`~rlaux.zoo.experiment`: what rl-zoo3 is told (algorithms, samplers, names, experiment manager).
 - :mod:`~rlaux.zoo.tuning`: the Optuna samplers (rl-zoo3's RL ranges plus log-uniform aux weights).
 - :mod:`~rlaux.zoo.wrappers`: ``env_wrapper: rlaux.zoo.MinAtarImage`` of the zoo files.
-- ``hyperparams/aux_ppo.yml``, ``hyperparams/aux_a2c.yml``, ``hyperparams/aux_ppo_lstm.yml``: the zoo
+- ``hyperparams/aux_ppo.yml``, ``aux_a2c.yml``, ``aux_ppo_lstm.yml``, ``aux_ppg.yml``: the zoo
   files of the presets, read when ``-conf`` is not given.
 """
 
@@ -42,6 +42,7 @@ from rlaux.zoo.experiment import (  # noqa: E402
 from rlaux.zoo.tuning import (  # noqa: E402
     AUX_WEIGHT_RANGES,
     sample_aux_a2c_params,
+    sample_aux_ppg_params,
     sample_aux_ppo_lstm_params,
     sample_aux_ppo_params,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "hyperparams_file",
     "register",
     "sample_aux_a2c_params",
+    "sample_aux_ppg_params",
     "sample_aux_ppo_lstm_params",
     "sample_aux_ppo_params",
 ]

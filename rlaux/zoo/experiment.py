@@ -38,13 +38,14 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from rlaux.algorithms import AuxA2C, AuxPPO, AuxRecurrentPPO
+from rlaux.algorithms import AuxA2C, AuxPPG, AuxPPO, AuxRecurrentPPO
 from rlaux.algorithms.settings import ARGUMENTS, AuxSettings
 from rlaux.networks import FEATURE_EXTRACTORS
 from rlaux.zoo.tuning import CONVERTERS, SAMPLERS, configured_hyperparams
 
 #: rl-zoo3 algo name -> rlaux algorithm.
-ZOO_ALGOS: dict[str, type[BaseAlgorithm]] = {"aux_ppo": AuxPPO, "aux_a2c": AuxA2C, "aux_ppo_lstm": AuxRecurrentPPO}
+ZOO_ALGOS: dict[str, type[BaseAlgorithm]] = {"aux_ppo": AuxPPO, "aux_a2c": AuxA2C, "aux_ppo_lstm": AuxRecurrentPPO,
+                                             "aux_ppg": AuxPPG}
 
 #: The zoo hyperparameter files shipped with rlaux: ``<algo>.yml``.
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"

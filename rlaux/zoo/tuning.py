@@ -108,12 +108,26 @@ def sample_aux_ppo_lstm_params(
     return _merge_into_configured(sampled, trial, "aux_ppo_lstm")
 
 
+def sample_aux_ppg_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """rl-zoo3's PPO sample (its ``n_epochs`` is PPG's E_pi), PPG's N_pi, E_aux and beta_clone around the paper's
+    32, 6 and 1, and the weights of the configured aux tasks."""
+    sampled = sample_ppo_params(trial, n_actions, n_envs, additional_args)
+    sampled["ppg_n_pi"] = trial.suggest_categorical("ppg_n_pi", [4, 8, 16, 32])
+    sampled["ppg_aux_epochs"] = trial.suggest_categorical("ppg_aux_epochs", [2, 3, 6, 9])
+    sampled["ppg_beta_clone"] = trial.suggest_float("ppg_beta_clone", 0.1, 10.0, log=True)
+    return _merge_into_configured(sampled, trial, "aux_ppg")
+
+
+_PPG_PARAMS = ("ppg_n_pi", "ppg_aux_epochs", "ppg_beta_clone")
+
+
 def convert_aux_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A finished trial's parameters -> hyperparameters (rl-zoo3's ``--trial-id``): rl-zoo3's
     on-policy conversion, and ``aux_weights`` from the ``aux_weight_<task>`` parameters."""
-    rl_params = {k: v for k, v in params.items() if not k.startswith(WEIGHT_PARAM_PREFIX)}
+    rl_params = {k: v for k, v in params.items() if not k.startswith(WEIGHT_PARAM_PREFIX) and k not in _PPG_PARAMS}
     weights = {k[len(WEIGHT_PARAM_PREFIX):]: v for k, v in params.items() if k.startswith(WEIGHT_PARAM_PREFIX)}
     hyperparams = convert_onpolicy_params(rl_params)
+    hyperparams.update({k: v for k, v in params.items() if k in _PPG_PARAMS})
     if weights:
         hyperparams["aux_weights"] = weights
     return hyperparams
@@ -121,7 +135,7 @@ def convert_aux_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 #: rl-zoo3 algo name -> sampler, for ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER``.
 SAMPLERS: dict[str, Sampler] = {"aux_ppo": sample_aux_ppo_params, "aux_a2c": sample_aux_a2c_params,
-                                "aux_ppo_lstm": sample_aux_ppo_lstm_params}
+                                "aux_ppo_lstm": sample_aux_ppo_lstm_params, "aux_ppg": sample_aux_ppg_params}
 #: rl-zoo3 algo name -> converter, for ``rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER``.
 CONVERTERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {algo: convert_aux_params for algo in SAMPLERS}
 
@@ -133,6 +147,7 @@ __all__ = [
     "configured_hyperparams",
     "convert_aux_params",
     "sample_aux_a2c_params",
+    "sample_aux_ppg_params",
     "sample_aux_ppo_lstm_params",
     "sample_aux_ppo_params",
     "sample_aux_weights",
