@@ -312,3 +312,13 @@ def test_miniworld_maze_trains_headless_with_unreal_tasks():
     for key in ("reward_pred/loss", "value_replay/loss", "pixel_control/loss", "pixel_control/mean_pseudo_reward"):
         assert np.isfinite(logged[f"aux/{key}"]), key
     assert model.num_timesteps == 256
+
+
+def test_a_preset_can_give_one_game_its_own_env_kwargs():
+    """MinAtarGymnax: gymnax's episode cap is 1,000 steps, Freeway's 2,500; --env-kwargs wins over both."""
+    from rlaux.envs import resolve_env
+
+    assert resolve_env("MinAtarGymnax", game="Breakout").env_kwargs["max_episode_steps"] == 1000
+    assert resolve_env("MinAtarGymnax", game="freeway").env_kwargs["max_episode_steps"] == 2500
+    assert resolve_env("MinAtarGymnax", game="Freeway", env_kwargs={"max_episode_steps": 50}).env_kwargs == {
+        "sticky_action_prob": 0.0, "max_episode_steps": 50}

@@ -45,6 +45,7 @@ from rlaux.presets import is_preset, load_preset
 # Keys an env preset may hold (see envs/README.md).
 PRESET_KEYS = {
     "description",
+    "game_env_kwargs",
     "kind",
     "env_id",
     "game",
@@ -156,9 +157,12 @@ def _validate_preset(preset: dict, where: str) -> None:
     kind = preset.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"env preset {where}: kind {kind!r} is not one of {', '.join(KINDS)}")
-    for key in ("env_kwargs", "wrapper_kwargs", "policy_kwargs"):
+    for key in ("env_kwargs", "wrapper_kwargs", "policy_kwargs", "game_env_kwargs"):
         if not isinstance(preset.get(key, {}), dict):
             raise ConfigError(f"env preset {where}: {key} must be a table, got {preset[key]!r}")
+    for game, kwargs in preset.get("game_env_kwargs", {}).items():
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"env preset {where}: game_env_kwargs.{game} must be a table, got {kwargs!r}")
     if kind == "atari":
         bad = set(preset.get("wrapper_kwargs", {})) - ATARI_WRAPPER_KEYS
         if bad:
@@ -181,12 +185,17 @@ def _env_wrapper_list(wrappers: Any) -> list:
     return items
 
 
-def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions: bool | None, where: str) -> EnvSpec:
+def _spec_from_preset(name: str, preset: dict, game: str | None, sticky_actions: bool | None, where: str,
+                      user_kwargs: dict[str, Any] | None = None) -> EnvSpec:
+    """The EnvSpec of a preset; its env kwargs are the preset's, then its ``game_env_kwargs`` of the game, then
+    ``user_kwargs`` (``--env-kwargs``), each over the one before."""
     _validate_preset(preset, where)
     kind = preset["kind"]
-    env_kwargs = dict(preset.get("env_kwargs", {}))
     template = preset.get("env_id")
     the_game = game if game is not None else preset.get("game")
+    per_game = preset.get("game_env_kwargs", {})
+    game_name = minatar_game(the_game) if kind == "minatar" and the_game and per_game else the_game
+    env_kwargs = {**preset.get("env_kwargs", {}), **per_game.get(game_name, {}), **(user_kwargs or {})}
 
     if kind != "atari" and sticky_actions is not None:
         raise ConfigError(f"sticky_actions applies to Atari presets only, not to {name!r} (kind {kind})")
@@ -269,9 +278,7 @@ def resolve_env(name: str, game: str | None = None, sticky_actions: bool | None 
         preset = load_preset("envs", name)
         if env_wrapper:
             preset = {**preset, "env_wrapper": list(env_wrapper)}
-        if user_kwargs:
-            preset = {**preset, "env_kwargs": {**(preset.get("env_kwargs") or {}), **user_kwargs}}
-        spec = _spec_from_preset(name, preset, game, sticky_actions, where=name)
+        spec = _spec_from_preset(name, preset, game, sticky_actions, where=name, user_kwargs=user_kwargs)
         spec.gym_packages = packages
         return spec
     if name.lower().endswith(".toml"):
