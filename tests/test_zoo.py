@@ -202,6 +202,45 @@ def test_zoo_trains_and_plays_aux_ppo_lstm(tmp_path, capsys):
     assert f"Loading {path}" in capsys.readouterr().out
 
 
+# A tiny PPG run: 2 envs, 64-step rollouts, an auxiliary phase every 2 rollouts, reward prediction in its policy phase.
+PPG_TRAIN_YML = f"""
+{ENV_ID}:
+  env_wrapper: rlaux.zoo.MinAtarImage
+  n_envs: 2
+  n_timesteps: 256
+  policy: CnnPolicy
+  policy_kwargs: "dict(features_extractor_class=MinAtarCNN, features_extractor_kwargs=dict(features_dim=32))"
+  n_steps: 64
+  n_epochs: 1
+  batch_size: 64
+  ppg_n_pi: 2
+  ppg_aux_epochs: 2
+  ppg_arch: detach
+  aux_tasks: [reward_pred]
+  aux_replay_capacity: 200
+"""
+
+
+@needs_zoo
+def test_zoo_trains_aux_ppg_with_its_settings_and_refuses_a_bad_one(tmp_path, capsys):
+    from rlaux import AuxPPG
+
+    conf = tmp_path / "ppg.yml"
+    conf.write_text(PPG_TRAIN_YML)
+    logs = tmp_path / "logs"
+    assert zoo("train", "--algo", "aux_ppg", "--env", ENV_ID, "-conf", str(conf), "-f", str(logs),
+               "--seed", "0", "--eval-freq", "-1", "--device", "cpu") == 0
+    model = AuxPPG.load(logs / "aux_ppg" / "MinAtar-Breakout-v1_1" / "MinAtar-Breakout-v1.zip", device="cpu")
+    assert model.aux_settings.ppg_n_pi == 2 and model.aux_settings.ppg_arch == "detach"
+    assert model.ppg_aux_phases == 1 and [t.name for t in model.aux_tasks] == ["reward_pred"]  # 2 rollouts of 128
+    capsys.readouterr()
+    conf.write_text(PPG_TRAIN_YML.replace("ppg_n_pi: 2", "ppg_n_pi: 0"))
+    code = zoo("train", "--algo", "aux_ppg", "--env", ENV_ID, "-conf", str(conf), "-f", str(tmp_path / "bad"),
+               "--seed", "0", "--eval-freq", "-1", "--device", "cpu")
+    err = capsys.readouterr().err
+    assert code == 2 and "ppg_n_pi must be an integer >= 1" in err, err
+
+
 @needs_zoo
 def test_an_unknown_zoo_command_is_one_line(capsys):
     assert zoo("plot") == 2
