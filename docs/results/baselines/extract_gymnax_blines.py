@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 GAMES = ("Asterix", "Breakout", "Freeway", "SpaceInvaders")  # Seaquest has no PPO checkpoint there
+#: gymnax's EnvParams.max_steps_in_episode per game where it is not the base 1,000 (gymnax's MinFreeway: 2,500).
+MAX_STEPS_IN_EPISODE = {"Freeway": 2500}
 
 
 class _StandIn(dict):
@@ -47,7 +49,8 @@ def main(clone: Path) -> dict:
         data = _Reader(io.BytesIO(blob)).load()
         games[game] = {"file": name, "sha256": hashlib.sha256(blob).hexdigest(),
                        "env_steps": [int(s) for s in data["log_steps"]],
-                       "mean_return": [round(float(r), 6) for r in data["log_return"]]}
+                       "mean_return": [round(float(r), 6) for r in data["log_return"]],
+                       "max_steps_in_episode": MAX_STEPS_IN_EPISODE.get(game, 1000)}
     return {
         "_about": "Training logs of gymnax-blines' PPO on gymnax's MinAtar port, one run (seed 0) per game: the mean "
                   "return of 164 test episodes (stochastic policy, fresh episodes) every 320,000 env steps to 10M. "
@@ -55,8 +58,8 @@ def main(clone: Path) -> dict:
                   "rounded 10M numbers of the gymnax README (minatar_reference.json) are the last points of these logs.",
         "source": "Lange, R. T. gymnax-blines: baselines for gymnax (PPO, ES), https://github.com/RobertTLange/gymnax-blines",
         "commit": commit,
-        "env": "gymnax MinAtar port: minimal action set, no sticky actions, episodes end at 1,000 steps "
-               "(max_steps_in_episode; counted as termination); observations 10x10xC booleans",
+        "env": "gymnax MinAtar port: minimal action set, no sticky actions, episodes end at max_steps_in_episode "
+               "(1,000 steps; Freeway 2,500; counted as termination); observations 10x10xC booleans",
         "agent": "PPO (utils/ppo.py, agents/<Game>-MinAtar/ppo.yaml): separate actor and critic MLPs, 2 x 256 ReLU, "
                  "on the flattened frame; 64 envs x 128 steps, 8 minibatches, 4 epochs, Adam (eps 1e-5) lr 5e-4 "
                  "constant after a 5% warm-up from 5e-4, clip 0.2 (also the value clip, max of the two losses), "
