@@ -18,3 +18,5 @@ compare docs/results/unreal-weights/ppo --baseline none
 fromdata docs/results/a2c-minatar --baseline none   # partial: 2 of 5 games so far
 fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky
 fromdata docs/results/miniworld/pilot-pixel-control --baseline pc0.05 --curve-window 100
+fromdata docs/results/miniworld/pilot-pixel-control/runs-2026-12-02 --baseline pc0.05 --curve-window 100 --allow-missing-seeds
+fromdata docs/results/a2c-minatar/freeway-partial --baseline none   # kept until Freeway's seed 0 is whole

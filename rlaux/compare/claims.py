@@ -85,7 +85,7 @@ def verdict_lines(scores: pd.DataFrame, baseline: str, reps: int = stats.DEFAULT
 
 
 def compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
-    """What each variant spent, as its runs logged it: optimizer steps and wall time (medians over runs), so
+    """What each variant spent, as its runs logged it: SB3's update count and wall time (medians over runs), so
     that a compute-matched control is described by what it matches and what it does not."""
     rows = []
     for variant in variants:
@@ -97,11 +97,13 @@ def compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
                      f"{np.median(walls):,.0f}" if walls else "not logged",
                      f"{budget / np.median(walls):,.0f}" if walls else "n/a"])
     return ["## Compute spent (as logged by the runs)", "",
-            "Median over each variant's runs of the optimizer steps (`train/n_updates`) and wall seconds "
-            "(`time/time_elapsed`) at the last logged row. Wall time depends on what else ran on the machine "
+            "Median over each variant's runs of SB3's update count (`train/n_updates`) and wall seconds "
+            "(`time/time_elapsed`) at the last logged row. SB3 counts epochs for PPO (each of "
+            "n_steps x n_envs / batch_size optimizer steps) and optimizer steps for A2C; PPG's auxiliary-phase "
+            "steps are not in it. Wall time depends on what else ran on the machine "
             "(a sweep's parallel workers), so compare it within one sweep only. Encoder passes per env step are "
             "not logged; docs/benchmarks.md gives them for the default agents.", "",
-            table(["variant", "runs", "optimizer steps", "wall seconds", "env steps/s"], rows), ""]
+            table(["variant", "runs", "SB3 updates", "wall seconds", "env steps/s"], rows), ""]
 
 
 def normalisation_sensitivity(scores: pd.DataFrame, variants: Sequence[str], norms: Mapping[str, stats.Normaliser],
