@@ -134,7 +134,8 @@ def test_variant_of_a_run_is_its_aux_label_else_the_task_label() -> None:
 
 def test_runs_of_several_algorithms_are_labelled_with_their_algorithm(tmp_path: Path) -> None:
     from rlaux.compare.report import build_report, resolve_baseline
-    from rlaux.compare.results import load_runs, split_algorithm
+    from rlaux.compare.results import load_runs
+    from rlaux.compare.runs import split_algorithm
 
     root = tmp_path / "runs"
     for algo, variant in [("ppo_lstm", "none"), ("ppo_lstm", "unreal"), ("ppo", "unreal")]:

@@ -35,6 +35,22 @@ def test_a_report_rebuilds_from_its_episodes_alone(tmp_path, capsys):
     assert len(loaded.runs) == 6 and any("also found as run folders" in w for w in loaded.warnings)
 
 
+def test_a_report_over_two_algorithms_joins_new_seeds_from_run_folders(tmp_path, capsys):
+    """A study of several algorithms writes "ppg:none" in its episodes; read back beside run folders of the next
+    seeds, those are ppg's "none" again, not a third variant."""
+    first_seeds, next_seeds = tmp_path / "first", tmp_path / "next"
+    for algo, returns in (("ppo", baseline_returns), ("ppg", fast_returns)):
+        for seed in range(3):
+            root = first_seeds if seed < 2 else next_seeds
+            write_run(root, f"{algo}-s{seed}", returns(seed), seed=seed, extra_config={"algo": algo})
+    report = tmp_path / "report"
+    assert main(["compare", "--from", str(first_seeds), "--out", str(report), "--reps", "50", "--baseline", "ppo:none"]) == 0
+    assert set(pd.read_csv(report / "episodes.csv.gz")["variant"]) == {"ppo:none", "ppg:none"}
+    loaded = load_runs([report / "episodes.csv.gz", next_seeds])
+    seeds = {(r.variant, r.seed) for r in loaded.runs}
+    assert seeds == {(f"{algo}:none", seed) for algo in ("ppo", "ppg") for seed in range(3)}
+
+
 def _other_tool_logs(folder: Path) -> Path:
     """CleanRL-like logs: one CSV per run, a 'charts/episodic_return' column, 'global_step' as the step."""
     folder.mkdir(parents=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlaux.compare.runs import Run
+from rlaux.compare.runs import Run, split_algorithm
 
 #: A study's compact raw data (``episodes.csv.gz``, written beside every report): one row per finished episode.
 EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return"]
@@ -40,13 +40,14 @@ def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
 
 
 def _plain_run(source: Path, env: str, env_id: str, variant: str, seed: int, budget: int,
-               steps: np.ndarray, returns: np.ndarray) -> Run:
+               steps: np.ndarray, returns: np.ndarray, algo: str | None = None) -> Run:
     family, _, game = env.partition("/")
     order = np.argsort(steps, kind="stable")
-    config = {"env": family, "game": game or None, "env_id": env_id, "seed": seed, "timesteps": budget}
+    config = {"env": family, "game": game or None, "env_id": env_id, "seed": seed, "timesteps": budget, "algo": algo}
     return Run(run_dir=source, env=env, family=family, game=game or None, variant=variant, seed=seed, budget=budget,
                episode_steps=np.asarray(steps, dtype=np.int64)[order],
-               episode_returns=np.asarray(returns, dtype=np.float64)[order], config=config, finished=True)
+               episode_returns=np.asarray(returns, dtype=np.float64)[order], config=config, finished=True,
+               algo=algo or "")
 
 
 def read_episodes_table(path: str | os.PathLike) -> list[Run]:
@@ -64,8 +65,12 @@ def read_episodes_table(path: str | os.PathLike) -> list[Run]:
         budgets = part["budget"].unique()
         if len(budgets) != 1:
             raise ValueError(f"run {env} {variant} seed {seed} has several budgets {sorted(budgets)}")
-        run = _plain_run(path.parent / f"{path.name}:{env}:{variant}:s{seed}", str(env), str(env_id), str(variant),
-                         int(seed), int(budgets[0]), part["step"].to_numpy(), part["return"].to_numpy(dtype=float))
+        # A report over several algorithms wrote "ppg:none": read it back as ppg's "none", so that it joins run
+        # folders of the same study (and is prefixed again where the runs read mix algorithms).
+        algo, label = split_algorithm(str(variant))
+        run = _plain_run(path.parent / f"{path.name}:{env}:{variant}:s{seed}", str(env), str(env_id), label,
+                         int(seed), int(budgets[0]), part["step"].to_numpy(), part["return"].to_numpy(dtype=float),
+                         algo=algo)
         if "wall_seconds" in part and part["wall_seconds"].notna().any():
             run.wall_seconds = float(part["wall_seconds"].dropna().iloc[0])
         if "optimizer_steps" in part and part["optimizer_steps"].notna().any():

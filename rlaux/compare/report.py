@@ -28,10 +28,9 @@ from rlaux.compare.results import (
     curves_frame,
     load_runs,
     short_dir,
-    split_algorithm,
     write_curves_csv,
 )
-from rlaux.compare.runs import LoadedRuns
+from rlaux.compare.runs import LoadedRuns, split_algorithm
 from rlaux.errors import ConfigError
 
 HOW_TO_READ = """\

@@ -35,7 +35,6 @@ Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from rlaux.compare.plain_logs import (
     read_episodes_table,
     read_manifest,
 )
-from rlaux.compare.runs import LoadedRuns, Run, short_dir
+from rlaux.compare.runs import LoadedRuns, Run, short_dir, with_algorithm
 from rlaux.errors import ConfigError
 from rlaux.run_folder import RunFolder, RunRecord
 
@@ -58,9 +57,6 @@ from rlaux.run_folder import RunFolder, RunRecord
 DEFAULT_CURVE_WINDOW = 10
 
 CURVE_COLUMNS = ["env", "variant", "seed", "step", "return"]
-
-#: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
-ALGO_SEPARATOR = ":"
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[Path]:
@@ -74,21 +70,6 @@ def variant_label(config: Mapping[str, Any] | RunRecord) -> str:
     if label:
         return str(label)
     return rlaux.tasks.variant_label(config.get("aux"))
-
-
-def with_algorithm(algo: str, label: str) -> str:
-    """``"<algo>:<label>"``: a variant's name in a comparison of several algorithms."""
-    return f"{algo or 'unknown'}{ALGO_SEPARATOR}{label}"
-
-
-def split_algorithm(label: str) -> tuple[str | None, str]:
-    """``"ppo_lstm:none"`` -> ``("ppo_lstm", "none")``; a label without an algorithm -> ``(None, label)``.
-
-    Only a leading word counts as the algorithm: a weighting's colons (``reward_pred@linear:1:0``) do not."""
-    algo, sep, rest = label.partition(ALGO_SEPARATOR)
-    if sep and re.fullmatch(r"\w+", algo):
-        return algo, rest
-    return None, label
 
 
 def env_label(config: Mapping[str, Any] | RunRecord) -> str:
@@ -204,7 +185,12 @@ def load_runs(
             read.append((run_dir, read_run(run_dir)))
         except Exception as error:  # any reader failure: name the run, leave it out
             read.append((run_dir, error))
-    from_folders = {r.key for _, r in read if isinstance(r, Run)}
+    from_folders = {(r.algo, *r.key) for _, r in read if isinstance(r, Run)}
+
+    def in_folders(run: Run) -> bool:
+        """A table's run is a folder's where env, variant and seed match, and the algorithm where the table names one."""
+        return (run.algo, *run.key) in from_folders if run.algo else any(k[1:] == run.key for k in from_folders)
+
     plain_notes: list[str] = []
     for log in find_plain_logs(roots):
         try:
@@ -212,11 +198,11 @@ def load_runs(
         except Exception as error:  # noqa: BLE001 - name the file, leave it out
             read.append((log, ValueError(f"{error}")))
             continue
-        shadowed = [r for r in plain if r.key in from_folders]
+        shadowed = [r for r in plain if in_folders(r)]
         if shadowed:
             plain_notes.append(f"{short_dir(log)}: {len(shadowed)} run(s) also found as run folders; the run folders "
                                "were read")
-        read.extend((r.run_dir, r) for r in plain if r.key not in from_folders)
+        read.extend((r.run_dir, r) for r in plain if not in_folders(r))
     kept = [r for _, r in read if isinstance(r, Run) and (r.finished or include_unfinished)]
     mixed = len({r.algo for r in kept}) > 1
     runs: list[Run] = []

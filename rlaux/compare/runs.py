@@ -4,11 +4,30 @@ another tool's log): its key, budget and episodes."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
+ALGO_SEPARATOR = ":"
+
+
+def with_algorithm(algo: str, label: str) -> str:
+    """``"<algo>:<label>"``: a variant's name in a comparison of several algorithms."""
+    return f"{algo or 'unknown'}{ALGO_SEPARATOR}{label}"
+
+
+def split_algorithm(label: str) -> tuple[str | None, str]:
+    """``"ppo_lstm:none"`` -> ``("ppo_lstm", "none")``; a label without an algorithm -> ``(None, label)``.
+
+    Only a leading word counts as the algorithm: a weighting's colons (``reward_pred@linear:1:0``) do not."""
+    algo, sep, rest = label.partition(ALGO_SEPARATOR)
+    if sep and re.fullmatch(r"\w+", algo):
+        return algo, rest
+    return None, label
 
 
 @dataclass
@@ -55,4 +74,4 @@ def short_dir(run_dir: str | os.PathLike, parts: int = 3) -> str:
 
 
 
-__all__ = ["LoadedRuns", "Run", "short_dir"]
+__all__ = ["ALGO_SEPARATOR", "LoadedRuns", "Run", "short_dir", "split_algorithm", "with_algorithm"]

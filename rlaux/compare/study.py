@@ -28,7 +28,8 @@ from pathlib import Path
 
 from rlaux.algorithms import ALGORITHMS
 from rlaux.compare import stats
-from rlaux.compare.results import DEFAULT_CURVE_WINDOW, split_algorithm, with_algorithm
+from rlaux.compare.results import DEFAULT_CURVE_WINDOW
+from rlaux.compare.runs import split_algorithm, with_algorithm
 from rlaux.compare.suites import Suite, get_suite
 from rlaux.compare.summary import all_suite_runs, check_report_settings, report_and_summarise
 from rlaux.compare.sweep import (
