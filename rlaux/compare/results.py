@@ -185,11 +185,12 @@ def load_runs(
             read.append((run_dir, read_run(run_dir)))
         except Exception as error:  # any reader failure: name the run, leave it out
             read.append((run_dir, error))
-    from_folders = {(r.algo, *r.key) for _, r in read if isinstance(r, Run)}
+    folder_runs = [r for _, r in read if isinstance(r, Run)]
+    keys, keys_with_algo = {r.key for r in folder_runs}, {(r.algo, *r.key) for r in folder_runs}
 
     def in_folders(run: Run) -> bool:
         """A table's run is a folder's where env, variant and seed match, and the algorithm where the table names one."""
-        return (run.algo, *run.key) in from_folders if run.algo else any(k[1:] == run.key for k in from_folders)
+        return (run.algo, *run.key) in keys_with_algo if run.algo else run.key in keys
 
     plain_notes: list[str] = []
     for log in find_plain_logs(roots):

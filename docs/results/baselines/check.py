@@ -36,7 +36,7 @@ def read_runs(roots: list[str]) -> pd.DataFrame:
         if not folder.evaluations.is_file():
             continue
         record = folder.read()
-        cap = int(record.get("env_spec", {}).get("env_kwargs", {})["max_episode_steps"])
+        cap = int(record["env_spec"]["env_kwargs"]["max_episode_steps"])
         data = np.load(folder.evaluations)
         for step, returns in zip(data["timesteps"], data["results"], strict=True):
             rows.append({"game": record["game"], "seed": int(record["seed"]), "step": int(step),
