@@ -55,16 +55,18 @@ def uses_minibatch(task: object) -> bool:
 
 
 def rollout_buffer_class_for(
-    tasks: Iterable[object], user_class: type[RolloutBuffer] | None, observation_space: spaces.Space
+    tasks: Iterable[object], user_class: type[RolloutBuffer] | None, observation_space: spaces.Space,
+    readers: Iterable[str] = (),
 ) -> type[RolloutBuffer] | None:
-    """The ``rollout_buffer_class`` an algorithm needs for ``tasks``.
+    """The ``rollout_buffer_class`` an algorithm needs for ``tasks`` and other ``readers`` of the minibatch
+    (named for the error, e.g. ``clip_range_vf_form='max'``).
 
-    No task uses the minibatch: ``user_class`` unchanged (SB3's own choice when ``None``).
+    Nothing uses the minibatch: ``user_class`` unchanged (SB3's own choice when ``None``).
     Otherwise: ``user_class`` if it already records the minibatch (a subclass of
     ``RecordsMinibatch``); a recording buffer of the right kind when ``None``; ConfigError
     for any other user-supplied class (the task could not see the minibatch).
     """
-    needy = [getattr(t, "name", repr(t)) for t in tasks if uses_minibatch(t)]
+    needy = [*(f"aux task {getattr(t, 'name', repr(t))}" for t in tasks if uses_minibatch(t)), *readers]
     if not needy:
         return user_class
     if user_class is None:
@@ -72,7 +74,7 @@ def rollout_buffer_class_for(
     if issubclass(user_class, RecordsMinibatch):
         return user_class
     raise ConfigError(
-        f"aux task(s) {', '.join(needy)} need the training minibatch, which rollout_buffer_class="
+        f"{' and '.join(needy)} {'needs' if len(needy) == 1 else 'need'} the training minibatch, which rollout_buffer_class="
         f"{user_class.__name__} does not record: drop rollout_buffer_class, or mix "
         "rlaux.minibatch.RecordsMinibatch into it (class MyBuffer(RecordsMinibatch, YourBuffer))"
     )

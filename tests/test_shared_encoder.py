@@ -36,6 +36,7 @@ def test_encoder_only_tasks_on_vector_observations_get_a_shared_encoder_and_one_
     with pytest.warns(SharedEncoderDefault) as record:
         model = cartpole_ppo(["reward_pred", "value_replay"])
     assert len(record) == 1 and "\n" not in str(record[0].message) and "reward_pred" in str(record[0].message)
+    assert record[0].filename == __file__  # pointed at the user's AuxPPO(...), past rlaux's own __init__s
     assert isinstance(model.policy.encoder, SharedMLP)
     with warnings.catch_warnings():  # it loads with the same encoder, without a note
         warnings.simplefilter("error", SharedEncoderDefault)

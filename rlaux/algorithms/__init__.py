@@ -32,6 +32,7 @@ of every step for training (:class:`LstmInputsRolloutBuffer`).
 Modules, one concern each: :mod:`~rlaux.algorithms.settings` (``AuxSettings``: every aux setting in one frozen
 object, checked once; tasks against the spaces), :mod:`~rlaux.algorithms.callbacks` (replay and LSTM-input feeders), :mod:`~rlaux.algorithms.mixin`
 (the lifecycle the three classes share), :mod:`~rlaux.algorithms.feedforward` (``AuxPPO``, ``AuxA2C``),
+:mod:`~rlaux.algorithms.value_clip` (PPO2's value clip for ``AuxPPO``, ``clip_range_vf_form="max"``),
 :mod:`~rlaux.algorithms.recurrent` (``AuxRecurrentPPO`` and its rollout buffers), :mod:`~rlaux.algorithms.phasic`
 (``AuxPPG``, Phasic Policy Gradient; docs/ppg.md).
 """

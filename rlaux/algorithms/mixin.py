@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -31,6 +33,15 @@ from rlaux.tasks import AuxTask, SharedEncoderDefault, warn_if_encoder_is_parame
 from rlaux.tasks.base import sequences_per_update
 
 PHASIC_ARGUMENTS = tuple(ARGUMENTS[name] for name in PHASIC_FIELDS)
+
+
+def _stacklevel_outside_algorithms() -> int:
+    """The ``stacklevel`` that points a warning, given by its caller, at the first frame outside
+    ``rlaux/algorithms`` (the user's ``AuxPPO(...)``, however many of our ``__init__`` lie between)."""
+    here, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _setting(name: str) -> property:
@@ -186,7 +197,7 @@ class AuxAlgorithmMixin:
             "rlaux.networks.SharedMLP (two Tanh layers of 64; policy_kwargs features_extractor = \"shared_mlp\"), "
             "since MlpPolicy's FlattenExtractor has no parameters for them to shape; name another "
             "features_extractor_class in policy_kwargs to choose",
-            SharedEncoderDefault, stacklevel=3,
+            SharedEncoderDefault, stacklevel=_stacklevel_outside_algorithms(),
         )
 
     def _adopt_loaded_settings(self) -> None:
@@ -209,7 +220,8 @@ class AuxAlgorithmMixin:
         self._adopt_loaded_settings()
         tasks = self.aux_tasks
         # Tasks that train on SB3's minibatch need a rollout buffer that records it (rlaux.minibatch).
-        self.rollout_buffer_class = rollout_buffer_class_for(tasks, self.rollout_buffer_class, self.observation_space)
+        self.rollout_buffer_class = rollout_buffer_class_for(tasks, self.rollout_buffer_class, self.observation_space,
+                                                             self._minibatch_readers())
         # The spaces are checked once, before the policy builds the heads.
         check_tasks(tasks, self.observation_space, self.action_space, self.recurrent)
         # The policy gets the tasks for this one construction (it builds their heads); the algorithm keeps them.
@@ -239,6 +251,10 @@ class AuxAlgorithmMixin:
         )
         self.aux_objective.every = every
         self.update_guard = self.aux_objective.guard
+
+    def _minibatch_readers(self) -> list[str]:
+        """Settings besides the tasks that read SB3's training minibatch (``rlaux.minibatch``): none here."""
+        return []
 
     def optimizer_steps_per_update(self) -> int:
         """Optimizer steps of one ``train()``: PPO's ``n_epochs`` x minibatches, A2C's one."""

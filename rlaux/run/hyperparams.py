@@ -13,6 +13,7 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from rlaux.algorithms import ALGORITHMS
 from rlaux.algorithms.settings import is_int, is_number
+from rlaux.algorithms.value_clip import check_value_clip_form
 from rlaux.errors import ConfigError
 from rlaux.networks import sb3_policy_kwargs
 
@@ -63,6 +64,11 @@ def check_hyperparams(algo: str, hyperparams: Mapping[str, Any]) -> list[str]:
     if algo in ("ppo", "ppo_lstm") and is_int(hyperparams.get("batch_size")) and hyperparams["batch_size"] == 1 \
             and hyperparams.get("normalize_advantage", True):
         problems.append("hyperparameter batch_size=1 cannot normalise advantages (PPO needs batch_size > 1)")
+    if "clip_range_vf_form" in hyperparams and not problems:
+        try:
+            check_value_clip_form(hyperparams["clip_range_vf_form"], hyperparams.get("clip_range_vf"))
+        except ConfigError as err:
+            problems.append(f"hyperparameter {err}")
     if not problems:
         try:
             algorithm_kwargs(hyperparams)
