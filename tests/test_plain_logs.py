@@ -35,6 +35,28 @@ def test_a_report_rebuilds_from_its_episodes_alone(tmp_path, capsys):
     assert len(loaded.runs) == 6 and any("also found as run folders" in w for w in loaded.warnings)
 
 
+def test_a_sub_report_names_its_studys_episodes_instead_of_copying_them(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_run(runs, f"none-s{seed}", baseline_returns(seed), variant="none", seed=seed)
+        write_run(runs, f"fast-s{seed}", fast_returns(seed), variant="fast", seed=seed)
+    study = tmp_path / "study"
+    assert main(["compare", "--from", str(runs), "--out", str(study), "--reps", "50"]) == 0
+    sub = study / "vs-fast"
+    sub.mkdir()
+    (sub / "episodes.csv.gz").write_bytes((study / "episodes.csv.gz").read_bytes())  # a copy an older compare wrote
+    argv = ["compare", "--from", str(study / "episodes.csv.gz"), "--out", str(sub), "--reps", "50", "--baseline", "fast"]
+    assert main(argv) == 0
+    assert not (sub / "episodes.csv.gz").exists() and (sub / "scores.csv").is_file()
+    assert "- Data: `../episodes.csv.gz` (the study's episodes, not copied here:" in (sub / "report.md").read_text()
+    assert main(argv) == 0 and (sub / "report.md").is_file()  # it regenerates from the study's table
+    elsewhere = tmp_path / "elsewhere"  # not below the study: the report keeps its own copy
+    assert main([*argv[:4], str(elsewhere), *argv[5:]]) == 0
+    assert (elsewhere / "episodes.csv.gz").read_bytes() == (study / "episodes.csv.gz").read_bytes()
+    assert main(["compare", "--from", str(study / "episodes.csv.gz"), "--out", str(study), "--reps", "50"]) == 0
+    assert (study / "episodes.csv.gz").is_file()  # its own folder: rewritten, never removed
+
+
 def test_a_report_over_two_algorithms_joins_new_seeds_from_run_folders(tmp_path, capsys):
     """A study of several algorithms writes "ppg:none" in its episodes; read back beside run folders of the next
     seeds, those are ppg's "none" again, not a third variant."""

@@ -22,7 +22,7 @@ from rlaux.compare.claims import (
     verdict_lines,
 )
 from rlaux.compare.markdown import fmt, image, interval, p_value, spread, table
-from rlaux.compare.plain_logs import write_episodes
+from rlaux.compare.plain_logs import EPISODES_FILES, write_episodes
 from rlaux.compare.results import (
     DEFAULT_CURVE_WINDOW,
     curves_frame,
@@ -137,12 +137,39 @@ def build_report(
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     try:
+        parent_data = _data_above(run_dirs, final) if runs else None
         report = _build(runs, tables, keys, variants, baseline, loaded, out, final, fig_dir, run_dirs, reference, reps,
-                        seed, n_points, window, score_ranges, final_from_eval)
+                        seed, n_points, window, score_ranges, final_from_eval, parent_data)
         _move_into(out, final)
+        if parent_data is not None:  # an earlier copy of the same data would contradict the report's data line
+            (final / "episodes.csv.gz").unlink(missing_ok=True)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return final / report.name
+
+
+def _data_above(run_dirs: Sequence[str | Path], final: Path) -> str | None:
+    """Where the report was read from one study's episodes table lying in a folder above the report's (a
+    sub-report of that study, such as the same runs against another baseline): that table's path relative to the
+    report, which then names it instead of writing a copy of the same data. Else None."""
+    if len(run_dirs) != 1:
+        return None
+    source = Path(run_dirs[0]).resolve()
+    report = final.resolve()
+    if source.name not in EPISODES_FILES or not source.is_file() or report == source.parent \
+            or not report.is_relative_to(source.parent):
+        return None
+    return Path(os.path.relpath(source, report)).as_posix()
+
+
+def _data_line(runs: list, parent_data: str | None) -> str:
+    """The start of the report's "Data" line: where its episodes are (none: rebuilt from tables)."""
+    columns = "env,env_id,variant,seed,budget,step,return; `compare --from` it rebuilds this report"
+    if not runs:
+        return "- Data: "
+    if parent_data is not None:
+        return f"- Data: `{parent_data}` (the study's episodes, not copied here: {columns}), "
+    return f"- Data: `episodes.csv.gz` (every episode: {columns}), "
 
 
 def _move_into(staging: Path, final: Path) -> None:
@@ -157,8 +184,9 @@ def _move_into(staging: Path, final: Path) -> None:
 def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], baseline: str, loaded: Any, out: Path,
            final: Path, fig_dir: Path, run_dirs: list[str], reference: str | None, reps: int, seed: int,
            n_points: int, window: int, score_ranges: Mapping[str, tuple[float, float]] | None,
-           final_from_eval: bool) -> Path:
-    """The report's body (see :func:`build_report`), written into ``out``; ``final`` is where it will lie."""
+           final_from_eval: bool, parent_data: str | None = None) -> Path:
+    """The report's body (see :func:`build_report`), written into ``out``; ``final`` is where it will lie;
+    ``parent_data``: the study's episodes table it was read from (:func:`_data_above`), named, not copied."""
     warnings = list(loaded.warnings) if runs else [
         "rebuilt from the study's curves.csv and scores.csv: its runs' episodes were not kept, so the learning "
         "curves are those resampled then (the window and grid they were made with) and the final and AUC scores "
@@ -167,7 +195,8 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     if runs:
         curves = curves_frame(runs, n_points=n_points, window=window)
         write_curves_csv(curves, out / "curves.csv")
-        write_episodes(runs, out / "episodes.csv.gz")  # the raw data: compare --from it rebuilds this report
+        if parent_data is None:
+            write_episodes(runs, out / "episodes.csv.gz")  # the raw data: compare --from it rebuilds this report
         norms = stats.normalisers(runs, curves, score_ranges)
         raw_scores = stats.run_scores(runs, curves, final_from_eval=final_from_eval)
     else:
@@ -200,8 +229,7 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
          f"(ranges below), seed {seed}; exact permutation p-values throughout" if any_ci else
          f"- Intervals: the range of each variant's runs (every variant has fewer than "
          f"{significance.MIN_RUNS_FOR_CI}); exact permutation p-values throughout"),
-        ("- Data: `episodes.csv.gz` (every episode: env,env_id,variant,seed,budget,step,return; `compare --from` it "
-         "rebuilds this report), " if runs else "- Data: ") + "`curves.csv` (env,variant,seed,step,return), "
+        _data_line(runs, parent_data) + "`curves.csv` (env,variant,seed,step,return), "
         "`scores.csv` (per-run final and AUC scores), `threshold_ladder.csv`",
     ]
     if final_from_eval:
