@@ -73,6 +73,25 @@ def test_a_report_over_two_algorithms_joins_new_seeds_from_run_folders(tmp_path,
     assert seeds == {(f"{algo}:none", seed) for algo in ("ppo", "ppg") for seed in range(3)}
 
 
+def test_a_one_algorithm_reports_episodes_join_the_studys_next_run_folders(tmp_path, capsys):
+    """A report over one algorithm writes "none", not "a2c:none"; read back beside run folders of the next seeds
+    (whose configs name a2c), its runs are a2c's, and the variants stay "none" and "fast"."""
+    first_seeds, next_seeds = tmp_path / "first", tmp_path / "next"
+    for variant, returns in (("none", baseline_returns), ("fast", fast_returns)):
+        for seed in range(3):
+            write_run(first_seeds if seed < 2 else next_seeds, f"{variant}-s{seed}", returns(seed), variant=variant,
+                      seed=seed, extra_config={"algo": "a2c"})
+    report = tmp_path / "report"
+    assert main(["compare", "--from", str(first_seeds), "--out", str(report), "--reps", "50"]) == 0
+    assert set(pd.read_csv(report / "episodes.csv.gz")["variant"]) == {"none", "fast"}
+    loaded = load_runs([report / "episodes.csv.gz", next_seeds])
+    assert {(r.variant, r.seed) for r in loaded.runs} == {(v, seed) for v in ("none", "fast") for seed in range(3)}
+    assert any("taken as a2c, the algorithm of every other run read" in w for w in loaded.warnings)
+    assert main(["compare", "--from", str(report / "episodes.csv.gz"), str(next_seeds), "--out", str(report),
+                 "--reps", "50", "--baseline", "none"]) == 0
+    assert "3 runs" in (report / "report.md").read_text().split("\n")[2]
+
+
 def _other_tool_logs(folder: Path) -> Path:
     """CleanRL-like logs: one CSV per run, a 'charts/episodic_return' column, 'global_step' as the step."""
     folder.mkdir(parents=True)

@@ -19,7 +19,6 @@ fromdata docs/results/a2c-minatar --baseline none   # partial: 2 of 5 games so f
 fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky
 fromdata docs/results/miniworld/pilot-pixel-control --baseline pc0.05 --curve-window 100
 fromdata docs/results/miniworld/pilot-pixel-control/runs-2026-12-02 --baseline pc0.05 --curve-window 100 --allow-missing-seeds
-fromdata docs/results/a2c-minatar/freeway-partial --baseline none   # Freeway seeds 0-2, kept until Freeway has 5
 fromdata docs/results/ppg-minatar --baseline ppo:none
 python train_agent.py compare --from docs/results/ppg-minatar/episodes.csv.gz --out docs/results/ppg-minatar/vs-one-epoch \
   --baseline ppo:none-1-epoch

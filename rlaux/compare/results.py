@@ -171,6 +171,23 @@ def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | Non
     return steps, means, None
 
 
+def _adopt_the_only_algorithm(untagged: dict[Path, list[Run]], algos: set[str]) -> list[str]:
+    """A report over one algorithm writes its variants without it (``none``, not ``a2c:none``). Read back beside
+    runs that all name one algorithm (the study's next run folders), such a table's runs take that algorithm, so
+    that they join them rather than stand apart as another algorithm's; a note per table says so."""
+    if len(algos) != 1:
+        return []
+    algo = next(iter(algos))
+    notes = []
+    for log, runs in untagged.items():
+        for run in runs:
+            run.algo = algo
+        if runs:
+            notes.append(f"{short_dir(log)}: {len(runs)} run(s) name no algorithm (written by a report over one); "
+                         f"taken as {algo}, the algorithm of every other run read")
+    return notes
+
+
 def load_runs(
     roots: Iterable[str | os.PathLike],
     *,
@@ -193,6 +210,7 @@ def load_runs(
         return (run.algo, *run.key) in keys_with_algo if run.algo else run.key in keys
 
     plain_notes: list[str] = []
+    untagged: dict[Path, list[Run]] = {}  # an episodes table's runs that name no algorithm, by table
     for log in find_plain_logs(roots):
         try:
             plain = read_manifest(log) if log.name == MANIFEST else read_episodes_table(log)
@@ -204,6 +222,9 @@ def load_runs(
             plain_notes.append(f"{short_dir(log)}: {len(shadowed)} run(s) also found as run folders; the run folders "
                                "were read")
         read.extend((r.run_dir, r) for r in plain if not in_folders(r))
+        if log.name != MANIFEST:
+            untagged[log] = [r for r in plain if not r.algo and not in_folders(r)]
+    plain_notes += _adopt_the_only_algorithm(untagged, {r.algo for _, r in read if isinstance(r, Run) and r.algo})
     kept = [r for _, r in read if isinstance(r, Run) and (r.finished or include_unfinished)]
     mixed = len({r.algo for r in kept}) > 1
     runs: list[Run] = []
