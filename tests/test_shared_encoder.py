@@ -56,7 +56,7 @@ def _saved(model: AuxPPO) -> Path:
 def test_warns_once_in_one_line_for_encoder_only_tasks_on_a_flatten_extractor():
     with pytest.warns(ParameterFreeEncoderWarning) as record:
         cartpole_ppo(["reward_pred", "value_replay"], extra_policy_kwargs=FLAT)
-    assert len(record) == 1
+    assert len(record) == 1 and record[0].filename == __file__  # the user's AuxPPO(...), not rlaux's own code
     message = str(record[0].message)
     assert "\n" not in message
     assert "reward_pred" in message and "value_replay" not in message  # value replay trains the critic

@@ -232,7 +232,7 @@ class AuxAlgorithmMixin:
             self.policy_kwargs = policy_kwargs
         for task in tasks:
             task.check_policy(self.policy)
-        warn_if_encoder_is_parameter_free(tasks, self.policy)
+        warn_if_encoder_is_parameter_free(tasks, self.policy, stacklevel=_stacklevel_outside_algorithms())
         settings = self.aux_settings
         if not tasks:
             # Only reads the gradient norm: finite updates stay exactly SB3's.

@@ -229,10 +229,11 @@ class SharedEncoderDefault(UserWarning):
     """On vector observations, rlaux gave the policy a shared encoder (``SharedMLP``) for the aux tasks."""
 
 
-def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: TaskPolicy) -> None:
+def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: TaskPolicy, stacklevel: int = 1) -> None:
     """Warn, in one line, when tasks whose gradient reaches only the shared encoder and their own
     heads (not ``trains_actor_critic``) sit on an encoder with no trainable parameter, such as
-    ``MlpPolicy``'s ``FlattenExtractor``: their losses then train their heads and nothing else."""
+    ``MlpPolicy``'s ``FlattenExtractor``: their losses then train their heads and nothing else.
+    ``stacklevel``: counted from the caller, as ``warnings.warn`` counts it (1: the caller)."""
     if any(p.requires_grad for p in policy.encoder.parameters()):
         return
     idle = [task.name for task in tasks if not task.trains_actor_critic]
@@ -243,7 +244,7 @@ def warn_if_encoder_is_parameter_free(tasks: Iterable[AuxTask], policy: TaskPoli
             "give it a shared encoder, e.g. policy_kwargs features_extractor = \"shared_mlp\" "
             "(rlaux.networks.SharedMLP) for vector observations or a CNN for images",
             ParameterFreeEncoderWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
 
 
