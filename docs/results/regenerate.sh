@@ -15,7 +15,7 @@ compare docs/results/presets/a2c --baseline a2c-before
 compare docs/results/presets/ppo --baseline ppo-before
 compare docs/results/unreal-weights/a2c --baseline none
 compare docs/results/unreal-weights/ppo --baseline none
-fromdata docs/results/a2c-minatar --baseline none   # partial: 4 of 5 games so far
+fromdata docs/results/a2c-minatar --baseline none
 fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky
 fromdata docs/results/miniworld/pilot-pixel-control --baseline pc0.05 --curve-window 100
 fromdata docs/results/miniworld/pilot-pixel-control/runs-2026-12-02 --baseline pc0.05 --curve-window 100 --allow-missing-seeds
