@@ -221,9 +221,10 @@ def load_runs(
         if shadowed:
             plain_notes.append(f"{short_dir(log)}: {len(shadowed)} run(s) also found as run folders; the run folders "
                                "were read")
-        read.extend((r.run_dir, r) for r in plain if not in_folders(r))
+        fresh = [r for r in plain if not in_folders(r)]
+        read.extend((r.run_dir, r) for r in fresh)
         if log.name != MANIFEST:
-            untagged[log] = [r for r in plain if not r.algo and not in_folders(r)]
+            untagged[log] = [r for r in fresh if not r.algo]
     plain_notes += _adopt_the_only_algorithm(untagged, {r.algo for _, r in read if isinstance(r, Run) and r.algo})
     kept = [r for _, r in read if isinstance(r, Run) and (r.finished or include_unfinished)]
     mixed = len({r.algo for r in kept}) > 1
