@@ -5,21 +5,21 @@
 
 The JSON holds ``benchmark``, ``command`` (argv), ``arguments``, ``time`` (UTC), ``machine`` (platform,
 processor model, logical cores, torch threads, memory), ``versions`` (python, torch, numpy, gymnasium,
-stable-baselines3, sb3-contrib, rlaux), ``commit`` (git HEAD of the repository, and whether the
-working tree had changes), and ``results`` as the benchmark gives them (every repeat, not only medians).
+stable-baselines3, sb3-contrib, rlaux), ``commit`` (git HEAD of the repository, and whether its
+tracked files had changes), and ``results`` as the benchmark gives them (every repeat, not only medians).
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from rlaux.provenance import git_state, package_version
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "rlaux")
@@ -45,29 +45,18 @@ def _memory_gib() -> float | None:
     return None
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def environment() -> dict[str, Any]:
     """Machine, versions and commit of this run."""
     import torch
 
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {"python": platform.python_version(), **{name: package_version(name) for name in PACKAGES}}
+    head, dirty = git_state(REPO)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "machine": {"platform": platform.platform(), "processor": _cpu_model(), "logical_cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "memory_gib": _memory_gib(), "gpu": gpu},
         "versions": versions,
-        "commit": {"head": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))},
+        "commit": {"head": head, "dirty": dirty},
     }
 
 

@@ -29,7 +29,6 @@ Needs ``pip install "rlaux[hub]"`` (huggingface_sb3 and huggingface_hub).
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from rlaux.errors import ConfigError, import_optional
 from rlaux.evaluate import check_options, evaluate_run, load_model, record_video, resolve_target, spec_for
 from rlaux.files import atomic_write_bytes
 from rlaux.hub_card import model_card
+from rlaux.provenance import rlaux_version
 from rlaux.run_folder import RunFolder, RunRecord
 
 VIDEO_NOTE = 'no replay video: moviepy is not installed (pip install "rlaux[video]")'
@@ -130,13 +130,6 @@ def _results(evaluation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rlaux_version() -> str:
-    try:
-        return importlib.metadata.version("rlaux")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
-
-
 def _moviepy_installed() -> bool:
     try:
         import moviepy  # noqa: F401
@@ -202,10 +195,10 @@ def package_run(
 
     local = ("log_dir", "run_dir", "tensorboard_log", "trained_agent")  # this machine's folders: not published
     hub_info = {"repo_id": repo_id, "model_file": model_file, "model_choice": target.which,
-                "rlaux_version": _rlaux_version()}
+                "rlaux_version": rlaux_version()}
     config = RunRecord({k: v for k, v in config.request.items() if k not in local},
                        {**{k: v for k, v in config.resolved.items() if k not in local},
-                        "system_info": sb3.get_system_info(print_info=False)[0], "hub": hub_info})
+                        "system_info": sb3.get_system_info(print_info=False)[0], "hub": hub_info}, config.code)
     RunFolder(out).write(config)
 
     has_video = False

@@ -39,10 +39,12 @@ MODEL_FILES = {"best": "best_model.zip", "final": "final_model.zip", "interrupte
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run's ``config.json``: what the user asked for (``request``) and what the run used (``resolved``)."""
+    """A run's ``config.json``: what the user asked for (``request``), what the run used (``resolved``) and the
+    code it ran (``code``: :func:`rlaux.provenance.code_version`; empty in runs written before rlaux kept it)."""
 
     request: Mapping[str, Any] = field(default_factory=dict)
     resolved: Mapping[str, Any] = field(default_factory=dict)
+    code: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A resolved value, else the user's (``env``, ``game`` and ``seed`` are the user's)."""
@@ -60,7 +62,8 @@ class RunRecord:
         return key in self.resolved or key in self.request
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": CONFIG_FORMAT, "request": dict(self.request), "resolved": dict(self.resolved)}
+        code = {"code": dict(self.code)} if self.code else {}
+        return {"format": CONFIG_FORMAT, "request": dict(self.request), "resolved": dict(self.resolved), **code}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
@@ -69,7 +72,8 @@ class RunRecord:
             request, resolved = data.get("request"), data.get("resolved")
             if not isinstance(request, Mapping) or not isinstance(resolved, Mapping):
                 raise ValueError("config.json of format 2 needs 'request' and 'resolved' objects")
-            return cls(dict(request), dict(resolved))
+            code = data.get("code")
+            return cls(dict(request), dict(resolved), dict(code) if isinstance(code, Mapping) else {})
         flat = {k: v for k, v in data.items() if k != "request"}
         request = data["request"] if isinstance(data.get("request"), Mapping) else flat
         return cls(dict(request), flat)

@@ -18,7 +18,7 @@ def test_a_preset_weight_is_not_taken_for_a_flag_after_load_run(tmp_path):
             "--device", "cpu"]
     assert main(args) == 0
     saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
-    assert saved["format"] == 2 and set(saved) == {"format", "request", "resolved"}  # kept apart
+    assert saved["format"] == 2 and set(saved) == {"format", "request", "resolved", "code"}  # kept apart
     resolved = saved["resolved"]
     assert resolved["aux_label"] == "reward_pred" and resolved["aux_settings"]["weights"] == {"reward_pred": 0.5}
     assert saved["request"]["aux_weights"] == {} and saved["request"]["timesteps"] == 64

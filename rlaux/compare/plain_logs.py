@@ -16,6 +16,8 @@ from rlaux.compare.runs import Run, split_algorithm
 EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return"]
 #: Optional per-run columns (the same on every row of a run): what the run logged it spent, where it did.
 COMPUTE_COLUMNS = ["wall_seconds", "optimizer_steps"]
+#: Optional per-run column, written where some run recorded it: the code it trained with (``4d027d3``).
+CODE_COLUMN = "code"
 EPISODES_FILES = ("episodes.csv.gz", "episodes.csv")
 #: Per-run logs of other tools: a folder with ``manifest.csv`` naming each run's CSV (see :func:`read_manifest`).
 MANIFEST = "manifest.csv"
@@ -28,14 +30,16 @@ def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
     frames = [pd.DataFrame({"env": run.env, "env_id": str(run.config.get("env_id") or run.family),
                             "variant": run.variant, "seed": run.seed, "budget": run.budget,
                             "step": run.episode_steps, "return": run.episode_returns,
-                            "wall_seconds": run.wall_seconds, "optimizer_steps": run.optimizer_steps})
+                            "wall_seconds": run.wall_seconds, "optimizer_steps": run.optimizer_steps,
+                            CODE_COLUMN: run.code})
               for run in runs]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS + COMPUTE_COLUMNS)
+    columns = EPISODE_COLUMNS + COMPUTE_COLUMNS + ([CODE_COLUMN] if any(run.code for run in runs) else [])
     path = Path(path)
     # full precision: a rebuilt report is byte-identical
     # gzip without a timestamp, so that rebuilding a report from its own data leaves the file byte for byte
     compression = {"method": "gzip", "mtime": 0} if path.name.endswith(".gz") else None
-    frame[EPISODE_COLUMNS + COMPUTE_COLUMNS].to_csv(path, index=False, compression=compression)
+    frame[columns].to_csv(path, index=False, compression=compression)
     return path
 
 
@@ -75,6 +79,8 @@ def read_episodes_table(path: str | os.PathLike) -> list[Run]:
             run.wall_seconds = float(part["wall_seconds"].dropna().iloc[0])
         if "optimizer_steps" in part and part["optimizer_steps"].notna().any():
             run.optimizer_steps = int(part["optimizer_steps"].dropna().iloc[0])
+        if CODE_COLUMN in part and part[CODE_COLUMN].notna().any():
+            run.code = str(part[CODE_COLUMN].dropna().iloc[0])
         runs.append(run)
     return runs
 

@@ -35,6 +35,7 @@ Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from rlaux.compare.plain_logs import (
 )
 from rlaux.compare.runs import LoadedRuns, Run, short_dir, with_algorithm
 from rlaux.errors import ConfigError
+from rlaux.provenance import code_label
 from rlaux.run_folder import RunFolder, RunRecord
 
 #: Finished episodes averaged into each point of a learning curve (``compare --curve-window``).
@@ -118,6 +120,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise ValueError("corrupt Monitor csv (non-finite returns)")
     eval_steps, eval_returns, eval_warning = read_evaluations(run_dir)
     wall_seconds, optimizer_steps = read_compute(run_dir)
+    code = code_label(config.code)
     return Run(
         run_dir=run_dir,
         env=env_label(config),
@@ -136,6 +139,7 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         algo=str(config.get("algo") or ""),
         wall_seconds=wall_seconds,
         optimizer_steps=optimizer_steps,
+        code=code,
     )
 
 
@@ -251,7 +255,23 @@ def load_runs(
             warnings.append(run.eval_warning)
         runs.append(run)
     _check_budgets(runs, warnings, truncate)
-    return LoadedRuns(runs=runs, warnings=warnings + plain_notes)
+    return LoadedRuns(runs=runs, warnings=warnings + plain_notes + code_notes(runs))
+
+
+def code_notes(runs: Sequence[Run]) -> list[str]:
+    """One line naming the code the runs trained with, where any recorded it: so that a report over runs of
+    several commits says so (runs of one command at two commits are two experiments). [] where none did."""
+    counts = Counter(run.code for run in runs)
+    if not any(counts):
+        return []
+    if len(counts) == 1:
+        return [f"every run trained with the same code: {next(iter(counts))}"]
+    named = [f"{code} ({n} run{'s' if n > 1 else ''})" for code, n in sorted(counts.items(), key=lambda c: -c[1])
+             if code is not None]
+    if None in counts:
+        named.append(f"not recorded ({counts[None]} run{'s' if counts[None] > 1 else ''})")
+    return ["the runs do not all come from one recorded version of the code, so differences between them may "
+            "come from the code as well as from the variants: " + ", ".join(named)]
 
 
 def _check_budgets(runs: list[Run], warnings: list[str], truncate: bool) -> None:

@@ -53,6 +53,8 @@ class Run:
     #: (``train/n_updates``) at its last logged row; None where not logged (plain logs, other tools).
     wall_seconds: float | None = None
     optimizer_steps: int | None = None
+    #: The code it trained with (:func:`rlaux.provenance.code_label`, e.g. ``4d027d3``); None where not recorded.
+    code: str | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

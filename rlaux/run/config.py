@@ -25,6 +25,7 @@ from rlaux.algorithms.settings import ARGUMENTS, PHASIC_FIELDS, AuxSettings, Aux
 from rlaux.envs import VEC_ENV_CHOICES, EnvSpec, make_vec_env, resolve_env
 from rlaux.errors import ConfigError
 from rlaux.presets import load_preset
+from rlaux.provenance import code_version
 from rlaux.run.hyperparams import algorithm_kwargs, check_hyperparams
 from rlaux.run.pretrained import FLAG, load_trained_agent
 from rlaux.run_folder import RunFolder, RunRecord
@@ -118,7 +119,7 @@ class ResolvedRun:
             "n_envs": self.n_envs,
             "run_dir": str(self.run_dir),
         }
-        return RunRecord(asdict(self.config), resolved)
+        return RunRecord(asdict(self.config), resolved, code_version())
 
 
 # --------------------------------------------------------------------------- flags

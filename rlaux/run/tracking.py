@@ -54,8 +54,8 @@ def require_wandb() -> ModuleType:
 
 def _flat(record: RunRecord) -> dict[str, Any]:
     """W&B's config: the run's values in one level (the resolved over the request), the request kept under its key,
-    so that W&B's filters read ``aux_label``, ``algo``, ``seed`` directly."""
-    return {**record.request, **record.resolved, "request": dict(record.request)}
+    so that W&B's filters read ``aux_label``, ``algo``, ``seed`` directly; the code it ran under ``code``."""
+    return {**record.request, **record.resolved, "request": dict(record.request), "code": dict(record.code)}
 
 
 def _previous_run_id(run: ResolvedRun, tracking: Tracking) -> str | None:

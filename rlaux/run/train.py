@@ -23,6 +23,7 @@ import inspect
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from rlaux.envs import make_vec_env
 from rlaux.errors import ConfigError
 from rlaux.files import atomic_save, check_writable_folder
 from rlaux.objective import NonFiniteUpdates
+from rlaux.provenance import code_version
 from rlaux.run.checkpoint import PeriodicCheckpoint, latest_checkpoint, load_checkpoint
 from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
 from rlaux.run.env_state import rewind_monitor_files
@@ -111,6 +113,7 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart
                           "--restart (its logs so far move to attempt-<k>/ inside it)")
     path, state = latest_checkpoint(run.run_dir)
     step = int(state["num_timesteps"])
+    _record_resumed_code(run, step)
     rewind_monitor_files(run.folder.monitor_dir, state.get("monitor_rows", {}), step)
     with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
         env = _make_env(run)
@@ -122,6 +125,20 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart
         model.continue_iteration_count()
         print(f"resuming {run.run_dir} from {path.name} at step {step} of {run.timesteps}", file=sys.stderr)
         return _learn(run, model, env, max(run.timesteps - step, 0), reset_num_timesteps=False)
+
+
+def _record_resumed_code(run: ResolvedRun, step: int) -> None:
+    """A run continued at other code than it last ran keeps both in config.json: ``code.resumed_with`` lists each
+    change, with the step it took effect at (runs from before rlaux recorded its code are left as they are)."""
+    record = run.folder.read()
+    if not record.code:
+        return
+    now = code_version()
+    last = [record.code, *record.code.get("resumed_with", [])][-1]
+    if (last.get("commit"), last.get("dirty")) == (now["commit"], now["dirty"]):
+        return
+    resumed = [*record.code.get("resumed_with", []), {"step": step, **now}]
+    run.folder.write(replace(record, code={**record.code, "resumed_with": resumed}))
 
 
 def _restart(run: ResolvedRun, tracking: Tracking | None) -> Path:
