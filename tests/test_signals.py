@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlaux.run import checkpoint as ck
@@ -121,3 +122,50 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_so_and_can_sta
     progress = pd.read_csv(run / "progress.csv")
     assert progress["time/total_timesteps"].dropna().tolist() == [128]  # the new run's rows only
     assert (run / "attempt-1" / "progress.csv").is_file()  # the first attempt's, moved aside
+
+
+def test_a_second_signal_mid_message_ends_the_workers_instead_of_waiting_on_their_pipes(tmp_path):
+    """The second signal can land while a message on a worker's pipe is half read or half written: a close
+    handshake then fails or waits for ever, and workers left alive (they ignore stop signals) keep Python's exit
+    waiting on them. The run kills its workers instead, and exits with 128 + the signal."""
+    import threading
+
+    from rlaux.run.config import RunConfig, resolve
+    from rlaux.run.signals import Abort
+    from rlaux.run.train import _learn, _make_env
+
+    run = resolve(RunConfig(env="CartPole-v1", aux=["none"], vec_env="subproc", n_envs=2, timesteps=256,
+                            log_dir=str(tmp_path), run_name="cut", progress_bar=False, verbose=0, device="cpu"))
+    env = _make_env(run)
+    workers = list(env.unwrapped.processes)
+
+    class CutMidMessage:
+        """learn() as a second SIGTERM would leave it: a reply's length header read, its body not."""
+
+        def request_stop(self) -> None:
+            pass
+
+        def learn(self, *args, **kwargs) -> None:
+            env.reset()
+            env.step_async(np.zeros(2, dtype=np.int64))
+            os.read(env.unwrapped.remotes[0].fileno(), 4)  # the header of worker 0's reply, not its body
+            raise Abort(signal.SIGTERM)
+
+    rescued = threading.Event()
+
+    def watchdog() -> None:  # had the run waited on the pipe, end the wait (and fail the test)
+        if not finished.wait(30):
+            rescued.set()
+            for worker in workers:
+                worker.kill()
+
+    finished = threading.Event()
+    threading.Thread(target=watchdog, daemon=True).start()
+    with pytest.raises(SystemExit) as exit_info:  # in the main thread: the run installs its signal handlers
+        try:
+            _learn(run, CutMidMessage(), env, 256, reset_num_timesteps=True)
+        finally:
+            finished.set()
+    assert not rescued.is_set(), "the run waited on a pipe cut mid-message"
+    assert exit_info.value.code == 143
+    assert not any(worker.is_alive() for worker in workers)

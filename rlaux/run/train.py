@@ -183,6 +183,17 @@ def _close(env: VecEnv) -> None:
               file=sys.stderr, flush=True)
 
 
+def _end_workers(env: VecEnv) -> None:
+    """After a second stop signal: kill the env worker processes, without the close handshake. The signal may
+    have cut a message on their pipes in half, and a close would then wait for ever; and the workers ignore
+    stop signals, so at exit Python's own ending of its child processes would wait for them too."""
+    processes = getattr(env.unwrapped, "processes", [])
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(10)
+
+
 def _set_threads() -> None:
     if os.environ.get("TORCH_NUM_THREADS"):
         th.set_num_threads(int(os.environ["TORCH_NUM_THREADS"]))
@@ -223,6 +234,7 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
                                          deterministic=config.eval_deterministic,
                                          best_model_save_path=str(run.run_dir), log_path=str(run.run_dir), verbose=0))
     how = f"python train_agent.py --resume {run.run_dir}"
+    aborted = False
     try:
         # The handler stays through the envs' closing: a second signal there quits at once, as anywhere else.
         with StopOnSignal(model) as stopper:
@@ -240,9 +252,14 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
                 print(f"error: {err}; checkpoint of the last good weights: {path} (resume with: {how}, after fixing "
                       "the cause, e.g. a lower learning rate or aux weight)", file=sys.stderr, flush=True)
                 raise SystemExit(3) from None
+            except Abort:
+                aborted = True
+                raise
             finally:
-                _close(env)
+                if not aborted:
+                    _close(env)
     except Abort as abort:
+        _end_workers(env)
         last = run.folder.checkpoint_dirs()
         where = f"the last checkpoint ({last[-1].name}) is intact; resume with: {how}" if last else "no checkpoint was written"
         print(f"aborted by a second {signal_name(abort.signum)}: {where}", file=sys.stderr, flush=True)
