@@ -75,4 +75,4 @@ def code_label(code: Mapping[str, Any] | None) -> str | None:
     return " then ".join(labels)
 
 
-__all__ = ["LIBRARIES", "code_label", "code_version", "git_state", "package_version", "rlaux_version"]
+__all__ = ["LIBRARIES", "SOURCE", "code_label", "code_version", "git_state", "package_version", "rlaux_version"]

@@ -13,7 +13,7 @@ import pytest
 from rlaux.cli import main
 from rlaux.compare.plain_logs import read_episodes_table
 from rlaux.compare.results import load_runs
-from rlaux.provenance import code_label, code_version, git_state
+from rlaux.provenance import SOURCE, code_label, code_version, git_state
 from rlaux.run.config import RunConfig, resolve
 from rlaux.run.train import _record_resumed_code
 from rlaux.run_folder import RunFolder, RunRecord
@@ -66,8 +66,9 @@ def test_a_run_records_its_code_and_config_json_keeps_it(tmp_path):
     written = json.loads(run.folder.config_file.read_text())
     assert written["code"] == json.loads(json.dumps(code_version()))
     assert {"rlaux", "commit", "dirty", "torch", "stable-baselines3", "gymnasium"} <= set(written["code"])
-    if (Path(__file__).parents[1] / ".git").exists() and shutil.which("git"):
-        assert written["code"]["commit"] == _git(Path(__file__).parents[1], "rev-parse", "HEAD")
+    repo = Path(__file__).resolve().parents[1]
+    if SOURCE.parent == repo and (repo / ".git").exists() and shutil.which("git"):  # rlaux from this checkout
+        assert written["code"]["commit"] == _git(repo, "rev-parse", "HEAD")
     assert run.folder.read().code == written["code"]
     assert "code" not in RunRecord({"seed": 0}, {"seed": 0}).to_json()  # nothing recorded, nothing written
 
