@@ -119,6 +119,41 @@ def report(table_: pd.DataFrame, reference: dict, elsewhere: pd.DataFrame, setti
     return "\n".join(lines)
 
 
+RERUN = HERE / "gymnax_blines_rerun.csv"
+
+
+def rerun_section(rerun: pd.DataFrame, checked: pd.DataFrame, evaluations: pd.DataFrame) -> list[str]:
+    """gymnax-blines' own PPO rerun here at several seeds (rerun_gymnax_blines.sh) beside the published run and
+    rlaux's preset: two seed ranges, with P(rlaux > rerun) and its exact two-sided p-value per checkpoint."""
+    from rlaux.compare.significance import exact_test
+
+    rows = []
+    for r in checked.itertuples():
+        theirs = rerun[(rerun["game"] == r.game) & ((rerun["step"] - r.step).abs() <= STEP_TOLERANCE)]
+        if theirs.empty:
+            continue
+        ours = evaluations[(evaluations["game"] == r.game) & (evaluations["setting"] == PRESET)
+                           & ((evaluations["step"] - r.step).abs() <= STEP_TOLERANCE)]
+        theirs_v = theirs.sort_values("seed")["mean_return"].to_numpy()
+        ours_v = ours.sort_values("seed")["mean_return"].to_numpy()
+        probability, p, _ = exact_test(ours_v, theirs_v)
+        rows.append([r.game, f"{r.step:,}", f"{r.published:.2f}", " ".join(f"{v:.2f}" for v in theirs_v),
+                     f"{theirs_v.min():.2f} to {theirs_v.max():.2f}",
+                     "yes" if theirs_v.min() <= r.published <= theirs_v.max() else "no",
+                     f"{ours_v.min():.2f} to {ours_v.max():.2f}", f"{probability:.2f}", f"{p:.2g}"])
+    if not rows:
+        return []
+    return ["## gymnax-blines' own PPO, rerun here at several seeds", "",
+            "gymnax-blines' `train.py` at the published commit, unmodified (evosax, which it imports for its ES "
+            "agents only, stubbed), with the library versions of its time, run on this machine's CPU for 1M steps "
+            "per seed (`rerun_gymnax_blines.sh`; gymnax_blines_rerun.csv). *Published inside*: the published run "
+            "lies within the rerun's own seed range. P(rlaux > rerun): probability that an rlaux preset seed "
+            "scores above a rerun seed, with its exact two-sided p-value (all splits of the runs), one test per "
+            "checkpoint.", "",
+            table(["game", "env steps", "published", "rerun per seed", "rerun range", "published inside",
+                   "rlaux preset range", "P(rlaux > rerun)", "exact p"], rows), ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=None, help="run folders to read (default: evaluations.csv here)")
@@ -134,6 +169,8 @@ def main() -> None:
     preset = checked["setting"] == PRESET
     text = report(checked[preset], reference, evaluations[~published_cap & (evaluations["setting"] == PRESET)],
                   checked[~preset])
+    if RERUN.is_file():
+        text += "\n" + "\n".join(rerun_section(pd.read_csv(RERUN), checked[preset], evaluations[published_cap]))
     (HERE / "report.md").write_text(text)
     print(text)
 
