@@ -2,8 +2,8 @@
 # gymnax-blines' own PPO, rerun here on CPU at 1M steps for seeds 0-2, so that the published side has a spread.
 # Its code runs unmodified at commit 3f029d6 with the library versions of its time; evosax, which it imports for
 # its ES agents only, is replaced by a stub. The run length is the one change to its configs
-# (10M -> 1M steps; it evaluates every 5,000 rollout steps of 64 envs, as in the published logs). Games: the two
-# whose gap the study looks into, SpaceInvaders and Breakout.
+# (10M -> 1M steps; it evaluates every 5,000 rollout steps of 64 envs, as in the published logs). Games: the three
+# whose gaps the study looks into, SpaceInvaders, Breakout and Asterix.
 # Usage, from the repository root: bash docs/results/baselines/rerun_gymnax_blines.sh [WORK_FOLDER]  (about 8 minutes a run on 2 cores)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -15,7 +15,7 @@ cd "$WORK"
 [ -d gymnax-blines ] || { git clone -q https://github.com/RobertTLange/gymnax-blines && \
   git -C gymnax-blines checkout -q 3f029d6b98afb0d654d387b5bc0f7a592373ad66; }
 echo "NetworkMapper = {}  # stub: gymnax-blines' ES agents only" > stub/evosax/__init__.py
-for GAME in SpaceInvaders Breakout; do
+for GAME in SpaceInvaders Breakout Asterix; do
   sed 's/num_train_steps: 10000000/num_train_steps: 1000000/' gymnax-blines/agents/$GAME-MinAtar/ppo.yaml > ${GAME}_1m.yaml
   for SEED in 0 1 2; do
     (cd gymnax-blines && PYTHONPATH=../stub ../venv/bin/python train.py -config ../${GAME}_1m.yaml -seed $SEED)
