@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlaux.provenance import git_state, package_version
+from rlaux.provenance import LIBRARIES, git_state, package_version
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "rlaux")
+PACKAGES = (*LIBRARIES, "rlaux")
 
 
 def _cpu_model() -> str:

@@ -59,15 +59,19 @@ def code_version() -> dict[str, Any]:
             **{name: package_version(name) for name in LIBRARIES}}
 
 
+def code_history(code: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The code a run started with, then each code it was resumed at (``resumed_with``), oldest first."""
+    return [code, *code.get("resumed_with", [])]
+
+
 def code_label(code: Mapping[str, Any] | None) -> str | None:
     """A short name for the code of a run: ``4d027d3``, ``4d027d3+changes`` (tracked files differed from the
     commit), ``rlaux 0.1.0`` (no checkout); resumed at other code: ``4d027d3 then 0adfc23``. None where the run
     recorded none (written before rlaux recorded it, or another tool's log)."""
     if not code:
         return None
-    parts = [code, *code.get("resumed_with", [])]
     labels = []
-    for part in parts:
+    for part in code_history(code):
         label = f"{part['commit'][:7]}{'+changes' if part.get('dirty') else ''}" if part.get("commit") \
             else f"rlaux {part.get('rlaux', 'unknown')}"
         if not labels or labels[-1] != label:
@@ -75,4 +79,4 @@ def code_label(code: Mapping[str, Any] | None) -> str | None:
     return " then ".join(labels)
 
 
-__all__ = ["LIBRARIES", "SOURCE", "code_label", "code_version", "git_state", "package_version", "rlaux_version"]
+__all__ = ["LIBRARIES", "SOURCE", "code_history", "code_label", "code_version", "git_state", "package_version", "rlaux_version"]

@@ -37,7 +37,7 @@ from rlaux.envs import make_vec_env
 from rlaux.errors import ConfigError
 from rlaux.files import atomic_save, check_writable_folder
 from rlaux.objective import NonFiniteUpdates
-from rlaux.provenance import code_version
+from rlaux.provenance import code_history, code_version
 from rlaux.run.checkpoint import PeriodicCheckpoint, latest_checkpoint, load_checkpoint
 from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
 from rlaux.run.env_state import rewind_monitor_files
@@ -134,7 +134,7 @@ def _record_resumed_code(run: ResolvedRun, step: int) -> None:
     if not record.code:
         return
     now = code_version()
-    last = [record.code, *record.code.get("resumed_with", [])][-1]
+    last = code_history(record.code)[-1]
     if (last.get("commit"), last.get("dirty")) == (now["commit"], now["dirty"]):
         return
     resumed = [*record.code.get("resumed_with", []), {"step": step, **now}]

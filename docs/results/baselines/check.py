@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rlaux.compare.markdown import table
+from rlaux.compare.significance import exact_test
 from rlaux.run_folder import RunFolder
 
 HERE = Path(__file__).resolve().parent
@@ -125,8 +126,6 @@ RERUN = HERE / "gymnax_blines_rerun.csv"
 def rerun_section(rerun: pd.DataFrame, checked: pd.DataFrame, evaluations: pd.DataFrame) -> list[str]:
     """gymnax-blines' own PPO rerun here at several seeds (rerun_gymnax_blines.sh) beside the published run and
     rlaux's preset: two seed ranges, with P(rlaux > rerun) and its exact two-sided p-value per checkpoint."""
-    from rlaux.compare.significance import exact_test
-
     rows = []
     for r in checked.itertuples():
         theirs = rerun[(rerun["game"] == r.game) & ((rerun["step"] - r.step).abs() <= STEP_TOLERANCE)]
