@@ -33,6 +33,9 @@ REFERENCE = HERE.parents[2] / "rlaux" / "data" / "minatar_ppo_gymnax_blines.json
 STEP_TOLERANCE = 1_000
 #: The setting of runs made with the preset as it is (no ``--label``).
 PRESET = "preset"
+#: The check is made at 1M env steps (published checkpoints 0.32M, 0.64M, 0.96M); later evaluations (runs to the
+#: published run's final budget, 10M) are set beside the published ones in a section of their own.
+CHECK_BUDGET = 1_000_000
 
 
 def read_runs(roots: list[str]) -> pd.DataFrame:
@@ -153,6 +156,21 @@ def rerun_section(rerun: pd.DataFrame, checked: pd.DataFrame, evaluations: pd.Da
                    "rlaux preset range", "P(rlaux > rerun)", "exact p"], rows), ""]
 
 
+def final_budget_section(later: pd.DataFrame, reference: dict) -> list[str]:
+    """The published checkpoints after 1M env steps beside rlaux's runs to the published final budget."""
+    if later.empty:
+        return []
+    last = later.sort_values("step").groupby("game").tail(1)
+    inside = int(later["inside"].sum())
+    finals = "; ".join(f"{r.game} at {r.step:,}: published {r.published:.2f}, rlaux {r.per_seed}"
+                       for r in last.itertuples())
+    return ["## To the published run's final budget", "",
+            "The same runs of the preset, trained on to gymnax-blines' budget (10M env steps; the first 1M of each is "
+            "the run of the same seed in the table above, evaluation for evaluation), beside every later published "
+            f"checkpoint. {inside} of {len(later)} lie inside rlaux's seed range; last checkpoints: {finals}.", "",
+            table(CHECK_COLUMNS, check_rows(later, miss="**no**")), ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=None, help="run folders to read (default: evaluations.csv here)")
@@ -166,10 +184,15 @@ def main() -> None:
     checked = pd.concat([compare(rows, reference).assign(setting=setting)
                          for setting, rows in evaluations[published_cap].groupby("setting")], ignore_index=True)
     preset = checked["setting"] == PRESET
-    text = report(checked[preset], reference, evaluations[~published_cap & (evaluations["setting"] == PRESET)],
-                  checked[~preset])
+    within = checked["step"] <= CHECK_BUDGET
+    text = report(checked[preset & within], reference,
+                  evaluations[~published_cap & (evaluations["setting"] == PRESET)], checked[~preset & within])
     if RERUN.is_file():
-        text += "\n" + "\n".join(rerun_section(pd.read_csv(RERUN), checked[preset], evaluations[published_cap]))
+        text += "\n" + "\n".join(rerun_section(pd.read_csv(RERUN), checked[preset & within],
+                                                evaluations[published_cap]))
+    later = final_budget_section(checked[preset & ~within], reference)
+    if later:
+        text += "\n" + "\n".join(later)
     (HERE / "report.md").write_text(text)
     print(text)
 

@@ -1,9 +1,11 @@
 """The evaluations logged by gymnax-blines' own PPO, rerun here (rerun_gymnax_blines.sh), as one CSV.
 
-    python docs/results/baselines/gymnax_blines_rerun.py runs/gymnax-blines-rerun/pkl > docs/results/baselines/gymnax_blines_rerun.csv
+    python docs/results/baselines/gymnax_blines_rerun.py runs/gymnax-blines-rerun/pkl docs/results/baselines/gymnax_blines_rerun.csv
 
-Reads ``<Game>_s<seed>.pkl`` (gymnax-blines' ``train.py`` output: ``log_steps``, ``log_return``) and writes
-``game,seed,step,mean_return`` (the mean return of its 164 stochastic test episodes at each evaluation).
+Reads ``<Game>_s<seed>.pkl`` (gymnax-blines' ``train.py`` output: ``log_steps``, ``log_return``) into
+``game,seed,step,mean_return`` (the mean return of its 164 stochastic test episodes at each evaluation). The
+runs read replace those of the same game and seed in the CSV; its other runs are kept, so seeds run in
+another session join the committed ones.
 """
 
 from __future__ import annotations
@@ -44,5 +46,16 @@ def read(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def merge(new: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """``new`` with the runs of ``csv`` (if it exists) that ``new`` does not hold, sorted by game, seed, step."""
+    if not csv.is_file():
+        return new
+    old = pd.read_csv(csv)
+    fresh = set(zip(new["game"], new["seed"], strict=True))
+    kept = old[[(game, seed) not in fresh for game, seed in zip(old["game"], old["seed"], strict=True)]]
+    return pd.concat([kept, new]).sort_values(["game", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
 if __name__ == "__main__":
-    read(Path(sys.argv[1])).to_csv(sys.stdout, index=False)
+    target = Path(sys.argv[2])
+    merge(read(Path(sys.argv[1])), target).to_csv(target, index=False)
