@@ -5,12 +5,20 @@ compare) goes through it.
       config.json               {"format": 2, "request": the user's flags as given,
                                   "resolved": every value the run used (env spec, algo, aux settings, ...)}
       monitor/<rank>.monitor.csv  SB3 Monitor files (training episodes)
+      episode_steps.csv         the env step at which each training episode ended (see below)
       progress.csv              SB3's CSV log (with TensorBoard under tensorboard_log)
       checkpoints/ckpt-<step>-<n>/  model.zip, state.json, ... (rlaux.run.checkpoint)
       evaluations.npz           SB3's EvalCallback (--eval-freq)
       final_model.zip · best_model.zip · interrupted_model.zip
       evaluation.json · videos/ rlaux evaluate's output
       attempt-<k>/              what an earlier attempt wrote (--resume RUN --restart)
+
+``episode_steps.csv`` (``step,rank,r,l``, one row per finished training episode, in the order they ended)
+places each episode at SB3's ``num_timesteps`` after the vec-env step that ended it: the env step a
+learning curve needs. Monitor files cannot say it (they hold lengths and wall times; summing the lengths of
+finished episodes, SB3's ``ts2xy``, leaves out the steps of every episode still running then), and their
+lengths can count steps that are not the agent's (Atari's reset steps). Runs of rlaux before this file
+have Monitor files only.
 
 ``config.json`` of format 1 (rlaux before the request and the resolved values were kept apart: one flat
 object, the user's flags perhaps under ``request``) is read too.
@@ -26,12 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rlaux.errors import ConfigError
 from rlaux.files import atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 CONFIG_FORMAT = 2
 CHECKPOINTS = "checkpoints"
+EPISODE_STEPS_FILE = "episode_steps.csv"
+EPISODE_STEPS_HEADER = "step,rank,r,l"
 _CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})$")
 #: The saved models of a run, by the name ``evaluate --model`` gives them.
 MODEL_FILES = {"best": "best_model.zip", "final": "final_model.zip", "interrupted": "interrupted_model.zip"}
@@ -93,6 +105,7 @@ class RunFolder:
 
     config_file = property(lambda self: self.path / CONFIG_FILE)
     monitor_dir = property(lambda self: self.path / "monitor")
+    episode_steps_csv = property(lambda self: self.path / EPISODE_STEPS_FILE)
     progress_csv = property(lambda self: self.path / "progress.csv")
     checkpoints_dir = property(lambda self: self.path / CHECKPOINTS)
     evaluations = property(lambda self: self.path / "evaluations.npz")
@@ -167,4 +180,47 @@ class RunFolder:
         return [cls(p) for p in sorted(found)]
 
 
-__all__ = ["CHECKPOINTS", "CONFIG_FILE", "CONFIG_FORMAT", "MODEL_FILES", "RunFolder", "RunRecord"]
+def _complete_rows(path: Path) -> tuple[list[str], list[str]]:
+    """The header and the complete data lines of an ``episode_steps.csv`` (a last line without its newline,
+    from a run that was cut off while writing it, is not a row)."""
+    lines = path.read_text().split("\n")[:-1]
+    if not lines or lines[0] != EPISODE_STEPS_HEADER:
+        raise ValueError(f"{path.name}: first line is not {EPISODE_STEPS_HEADER!r}")
+    return lines[:1], lines[1:]
+
+
+def read_episode_steps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(step, rank, r)`` of every finished episode in ``episode_steps.csv``, ordered by step then rank:
+    ``int64 [n]``, ``int64 [n]``, ``float64 [n]``. ValueError naming what is wrong."""
+    _, rows = _complete_rows(Path(path))
+    try:
+        table = np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2).reshape(-1, 4)
+    except ValueError as error:
+        raise ValueError(f"{Path(path).name}: a row is not four numbers ({error})") from None
+    steps, ranks = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
+    order = np.lexsort((ranks, steps))
+    return steps[order], ranks[order], table[order, 2]
+
+
+def rewind_episode_steps(path: str | os.PathLike, step: int) -> None:
+    """Keep the episodes that ended by ``step`` (a checkpoint's), before a resumed run appends anew."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    header, rows = _complete_rows(path)
+    kept = [row for row in rows if int(row.split(",", 1)[0]) <= step]
+    atomic_write_bytes(path, ("\n".join(header + kept) + "\n").encode())
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG_FILE",
+    "CONFIG_FORMAT",
+    "EPISODE_STEPS_FILE",
+    "EPISODE_STEPS_HEADER",
+    "MODEL_FILES",
+    "RunFolder",
+    "RunRecord",
+    "read_episode_steps",
+    "rewind_episode_steps",
+]

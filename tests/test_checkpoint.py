@@ -72,6 +72,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, env, aux):
 
     ra, rb = load_results(str(a / "monitor")), load_results(str(b / "monitor"))
     assert ra[["r", "l"]].equals(rb[["r", "l"]]) and len(ra) > 0
+    # The episodes' env steps: b's rows after its checkpoint were cut at the resume, then written again.
+    assert (a / "episode_steps.csv").read_text() == (b / "episode_steps.csv").read_text()
+    assert len((a / "episode_steps.csv").read_text().splitlines()) == len(ra) + 1
     sa, sb = tb_steps(a), tb_steps(b)
     assert sa == sb
 

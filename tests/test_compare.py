@@ -30,8 +30,12 @@ def write_run(
     n_envs: int = 2,
     finished: bool = True,
     extra_config: dict | None = None,
+    episode_steps: bool = True,
 ) -> Path:
-    """A fake run folder: episodes of EPISODE_LENGTH steps; the episode ending at step s returns returns_at(s)."""
+    """A fake run folder: episodes of EPISODE_LENGTH steps; the episode ending at step s returns returns_at(s).
+
+    Its ``episode_steps.csv`` places them at those steps; without it (``episode_steps=False``, a run of rlaux
+    before that file) they are read from the Monitor files, where ts2xy gives the same steps."""
     run_dir = root / name
     (run_dir / "monitor").mkdir(parents=True)
     config = {
@@ -50,11 +54,15 @@ def write_run(
     files = [(run_dir / "monitor" / f"{rank}.monitor.csv").open("w") for rank in range(n_envs)]
     for f in files:
         f.write('#{"t_start": 1000.0, "env_id": "x"}\nr,l,t\n')
+    rows = ["step,rank,r,l"]
     for i in range(budget // EPISODE_LENGTH):
         end_step = (i + 1) * EPISODE_LENGTH
         files[i % n_envs].write(f"{returns_at(end_step)},{EPISODE_LENGTH},{0.01 * (i + 1):.4f}\n")
+        rows.append(f"{end_step},{i % n_envs},{returns_at(end_step)},{EPISODE_LENGTH}")
     for f in files:
         f.close()
+    if episode_steps:
+        (run_dir / "episode_steps.csv").write_text("\n".join(rows) + "\n")
     if finished:
         (run_dir / "final_model.zip").write_bytes(b"zip")
     return run_dir
@@ -118,9 +126,39 @@ def test_load_runs_reads_keys_and_steps(sweep_dir: Path) -> None:
     assert loaded.warnings == []
     assert len(loaded.runs) == 9
     run = next(r for r in loaded.runs if r.key == ("MinAtar/Breakout", "fast", 1))
-    # two monitor files interleaved by time: steps are the cumulative episode lengths
+    # episode_steps.csv's env steps (the Monitor files, interleaved by time, give the same here)
     np.testing.assert_array_equal(run.episode_steps, np.arange(1, 101) * EPISODE_LENGTH)
-    assert run.episode_returns[-1] == pytest.approx(10.0)
+    assert run.episode_returns[-1] == pytest.approx(10.0) and run.step_axis == "env"
+
+
+def test_episodes_sit_at_their_env_step_and_runs_without_it_are_marked(tmp_path: Path) -> None:
+    """episode_steps.csv places each episode (not ts2xy's summed finished lengths); a run without one, or whose
+    file lacks Monitor episodes, falls back to ts2xy and the loaded runs say so."""
+    from rlaux.compare.results import load_runs, read_run
+
+    new = write_run(tmp_path / "a", "new", baseline_returns(0), seed=0)
+    lines = (new / "episode_steps.csv").read_text().splitlines()
+    # the env step of each end is later than ts2xy's sum (the other env's running episode); a cut last line
+    # (a run killed while writing it) is not a row
+    shifted = [lines[0]] + [f"{int(row.split(',')[0]) + 50},{row.split(',', 1)[1]}" for row in lines[1:]]
+    (new / "episode_steps.csv").write_text("\n".join(shifted) + "\n9999")
+    run = read_run(new)
+    assert run.step_axis == "env"
+    np.testing.assert_array_equal(run.episode_steps, np.arange(1, 101) * EPISODE_LENGTH + 50)
+
+    old = write_run(tmp_path / "a", "old", baseline_returns(1), seed=1, episode_steps=False)
+    short = write_run(tmp_path / "a", "short", baseline_returns(2), seed=2)
+    (short / "episode_steps.csv").write_text("\n".join(lines[:-3]) + "\n")  # begun at older code, resumed
+    for folder in (old, short):
+        run = read_run(folder)
+        assert run.step_axis == "finished"
+        np.testing.assert_array_equal(run.episode_steps, np.arange(1, 101) * EPISODE_LENGTH)
+
+    notes = [w for w in load_runs([tmp_path / "a"]).warnings if "ts2xy" in w]
+    assert len(notes) == 1 and notes[0].startswith("2 of 3 runs place each episode") and "look faster" in notes[0]
+    assert not any("ts2xy" in w for w in load_runs([new]).warnings)
+    notes = [w for w in load_runs([old]).warnings if "ts2xy" in w]
+    assert len(notes) == 1 and notes[0].startswith("every run places each episode") and "faster" not in notes[0]
 
 
 def test_variant_of_a_run_is_its_aux_label_else_the_task_label() -> None:

@@ -35,6 +35,29 @@ def test_a_report_rebuilds_from_its_episodes_alone(tmp_path, capsys):
     assert len(loaded.runs) == 6 and any("also found as run folders" in w for w in loaded.warnings)
 
 
+def test_the_episodes_table_keeps_each_runs_step_axis(tmp_path):
+    """A table over runs on the env-step axis and older ones (ts2xy) keeps which is which; a table written
+    before the column existed reads as ts2xy's, and is written again without the column (byte for byte)."""
+    from rlaux.compare.plain_logs import read_episodes_table, write_episodes
+
+    runs = tmp_path / "runs"
+    write_run(runs, "new", baseline_returns(0), seed=0)
+    write_run(runs, "old", baseline_returns(1), seed=1, episode_steps=False)
+    loaded = load_runs([runs]).runs
+    both = write_episodes(loaded, tmp_path / "both.csv.gz")
+    assert {(r.seed, r.step_axis) for r in read_episodes_table(both)} == {(0, "env"), (1, "finished")}
+    legacy = write_episodes([r for r in loaded if r.seed == 1], tmp_path / "legacy.csv")
+    assert "step_axis" not in legacy.read_text().splitlines()[0]
+    again = read_episodes_table(legacy)
+    assert [r.step_axis for r in again] == ["finished"]
+    assert write_episodes(again, tmp_path / "again.csv").read_bytes() == legacy.read_bytes()
+    frame = pd.read_csv(both)
+    frame.loc[frame["seed"] == 0, "step_axis"] = "frames"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="step_axis"):
+        read_episodes_table(tmp_path / "bad.csv")
+
+
 def test_a_sub_report_names_its_studys_episodes_instead_of_copying_them(tmp_path, capsys):
     runs = tmp_path / "runs"
     for seed in range(3):

@@ -95,7 +95,7 @@ def compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
         budget = np.median([r.budget for r in mine])
         rows.append([variant, len(mine), f"{np.median(steps):,.0f}" if steps else "not logged",
                      f"{np.median(walls):,.0f}" if walls else "not logged",
-                     f"{budget / np.median(walls):,.0f}" if walls else "n/a"])
+                     f"{budget / np.median(walls):,.0f}" if walls and np.median(walls) > 0 else "n/a"])
     return ["## Compute spent (as logged by the runs)", "",
             "Median over each variant's runs of SB3's update count (`train/n_updates`) and wall seconds "
             "(`time/time_elapsed`) at the last logged row. SB3 counts epochs for PPO (each of "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlaux.compare.runs import Run, split_algorithm
+from rlaux.compare.runs import ENV_STEP_AXIS, FINISHED_STEPS_AXIS, Run, split_algorithm
 
 #: A study's compact raw data (``episodes.csv.gz``, written beside every report): one row per finished episode.
 EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return"]
@@ -18,6 +18,9 @@ EPISODE_COLUMNS = ["env", "env_id", "variant", "seed", "budget", "step", "return
 COMPUTE_COLUMNS = ["wall_seconds", "optimizer_steps"]
 #: Optional per-run column, written where some run recorded it: the code it trained with (``4d027d3``).
 CODE_COLUMN = "code"
+#: Per-run column, written where some run's steps are env steps (:attr:`Run.step_axis`). Tables without it were
+#: written before rlaux logged each episode's env step: their steps are SB3's ts2xy sums of finished lengths.
+STEP_AXIS_COLUMN = "step_axis"
 EPISODES_FILES = ("episodes.csv.gz", "episodes.csv")
 #: Per-run logs of other tools: a folder with ``manifest.csv`` naming each run's CSV (see :func:`read_manifest`).
 MANIFEST = "manifest.csv"
@@ -31,10 +34,11 @@ def write_episodes(runs: Sequence[Run], path: str | os.PathLike) -> Path:
                             "variant": run.variant, "seed": run.seed, "budget": run.budget,
                             "step": run.episode_steps, "return": run.episode_returns,
                             "wall_seconds": run.wall_seconds, "optimizer_steps": run.optimizer_steps,
-                            CODE_COLUMN: run.code})
+                            CODE_COLUMN: run.code, STEP_AXIS_COLUMN: run.step_axis})
               for run in runs]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS + COMPUTE_COLUMNS)
-    columns = EPISODE_COLUMNS + COMPUTE_COLUMNS + ([CODE_COLUMN] if any(run.code for run in runs) else [])
+    columns = (EPISODE_COLUMNS + COMPUTE_COLUMNS + ([CODE_COLUMN] if any(run.code for run in runs) else [])
+               + ([STEP_AXIS_COLUMN] if any(run.step_axis == ENV_STEP_AXIS for run in runs) else []))
     path = Path(path)
     # full precision: a rebuilt report is byte-identical
     # gzip without a timestamp, so that rebuilding a report from its own data leaves the file byte for byte
@@ -81,6 +85,11 @@ def read_episodes_table(path: str | os.PathLike) -> list[Run]:
             run.optimizer_steps = int(part["optimizer_steps"].dropna().iloc[0])
         if CODE_COLUMN in part and part[CODE_COLUMN].notna().any():
             run.code = str(part[CODE_COLUMN].dropna().iloc[0])
+        axes = part[STEP_AXIS_COLUMN].dropna().unique() if STEP_AXIS_COLUMN in part else [FINISHED_STEPS_AXIS]
+        if len(axes) != 1 or axes[0] not in (ENV_STEP_AXIS, FINISHED_STEPS_AXIS):
+            raise ValueError(f"run {env} {variant} seed {seed} has step_axis {list(axes)} (one of "
+                             f"{ENV_STEP_AXIS!r}, {FINISHED_STEPS_AXIS!r} per run)")
+        run.step_axis = str(axes[0])
         runs.append(run)
     return runs
 

@@ -25,6 +25,7 @@ from rlaux.compare.markdown import fmt, image, interval, p_value, spread, table
 from rlaux.compare.plain_logs import EPISODES_FILES, write_episodes
 from rlaux.compare.results import (
     DEFAULT_CURVE_WINDOW,
+    FINISHED_STEPS_MEANING,
     curves_frame,
     load_runs,
     short_dir,
@@ -190,7 +191,8 @@ def _build(runs: list, tables: tuple | None, keys: list, variants: list[str], ba
     warnings = list(loaded.warnings) if runs else [
         "rebuilt from the study's curves.csv and scores.csv: its runs' episodes were not kept, so the learning "
         "curves are those resampled then (the window and grid they were made with) and the final and AUC scores "
-        "those computed then"]
+        "those computed then",
+        f"those runs predate episode_steps.csv: their curves place each episode at {FINISHED_STEPS_MEANING}"]
 
     if runs:
         curves = curves_frame(runs, n_points=n_points, window=window)

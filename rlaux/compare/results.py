@@ -1,9 +1,13 @@
 """Reading training runs into learning curves.
 
-A run folder holds ``config.json`` and ``monitor/<rank>.monitor.csv`` (SB3
-Monitor files); ``final_model.zip`` marks a finished run. Episode ends are placed
-on the env-step axis with SB3's own readers (``load_results`` + ``ts2xy``): the
-cumulative sum of episode lengths over all envs, sorted by wall time.
+A run folder holds ``config.json``, ``monitor/<rank>.monitor.csv`` (SB3 Monitor files) and
+``episode_steps.csv``; ``final_model.zip`` marks a finished run. Each episode is placed at the env step
+at which it ended (SB3's ``num_timesteps``), read from ``episode_steps.csv``. Runs without that file (rlaux
+before it was written), or whose file does not hold every Monitor episode (a run begun before it and resumed
+after), are placed with SB3's own readers (``load_results`` + ``ts2xy``): the summed lengths of the episodes
+finished so far, over all envs in wall-time order. That axis trails the env step by the steps of the episodes
+still running (at most ``n_envs`` episodes), so those curves sit a little early; such runs are marked
+(:attr:`Run.step_axis`) and a report over them says so (:func:`step_axis_notes`).
 
 Decisions (documented here, relied on by :mod:`rlaux.compare.stats`):
 
@@ -50,10 +54,16 @@ from rlaux.compare.plain_logs import (
     read_episodes_table,
     read_manifest,
 )
-from rlaux.compare.runs import LoadedRuns, Run, short_dir, with_algorithm
+from rlaux.compare.runs import ENV_STEP_AXIS, FINISHED_STEPS_AXIS, LoadedRuns, Run, short_dir, with_algorithm
 from rlaux.errors import ConfigError
 from rlaux.provenance import code_label
-from rlaux.run_folder import RunFolder, RunRecord
+from rlaux.run_folder import RunFolder, RunRecord, read_episode_steps
+
+#: What a step on :data:`FINISHED_STEPS_AXIS` is, as reports say it.
+FINISHED_STEPS_MEANING = (
+    "the summed lengths of the episodes finished before it (SB3's ts2xy over Monitor files), not at the env step it "
+    "ended at: that axis trails the env step by the steps of the episodes still running (at most n_envs episodes), "
+    "so those curves sit a little early")
 
 #: Finished episodes averaged into each point of a learning curve (``compare --curve-window``).
 DEFAULT_CURVE_WINDOW = 10
@@ -110,12 +120,17 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         raise ValueError("no finished episode in the Monitor files")
     if not {"r", "l", "t"} <= set(frame.columns):
         raise ValueError(f"Monitor csv lacks columns r,l,t (has {list(frame.columns)})")
-    try:
-        steps, returns = ts2xy(frame, "timesteps")
-        steps = np.asarray(steps, dtype=np.int64)
-        returns = np.asarray(returns, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"corrupt Monitor csv (non-numeric values: {error})") from error
+    stamped = _episode_steps(folder, n_episodes=len(frame))
+    if stamped is not None:
+        (steps, returns), axis = stamped, ENV_STEP_AXIS
+    else:
+        try:
+            steps, returns = ts2xy(frame, "timesteps")
+            steps = np.asarray(steps, dtype=np.int64)
+            returns = np.asarray(returns, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"corrupt Monitor csv (non-numeric values: {error})") from error
+        axis = FINISHED_STEPS_AXIS
     if not np.all(np.isfinite(returns)):
         raise ValueError("corrupt Monitor csv (non-finite returns)")
     eval_steps, eval_returns, eval_warning = read_evaluations(run_dir)
@@ -140,7 +155,17 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         wall_seconds=wall_seconds,
         optimizer_steps=optimizer_steps,
         code=code,
+        step_axis=axis,
     )
+
+
+def _episode_steps(folder: RunFolder, n_episodes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(env step, return) of every episode from ``episode_steps.csv``; None where the run has none, or where
+    it does not hold the ``n_episodes`` episodes of the Monitor files (begun at older code, resumed at this)."""
+    if not folder.episode_steps_csv.is_file():
+        return None
+    steps, _, returns = read_episode_steps(folder.episode_steps_csv)
+    return (steps, returns) if len(steps) == n_episodes else None
 
 
 def read_compute(run_dir: Path) -> tuple[float | None, int | None]:
@@ -255,7 +280,7 @@ def load_runs(
             warnings.append(run.eval_warning)
         runs.append(run)
     _check_budgets(runs, warnings, truncate)
-    return LoadedRuns(runs=runs, warnings=warnings + plain_notes + code_notes(runs))
+    return LoadedRuns(runs=runs, warnings=warnings + plain_notes + code_notes(runs) + step_axis_notes(runs))
 
 
 def code_notes(runs: Sequence[Run]) -> list[str]:
@@ -272,6 +297,21 @@ def code_notes(runs: Sequence[Run]) -> list[str]:
         named.append(f"not recorded ({counts[None]} run{'s' if counts[None] > 1 else ''})")
     return ["the runs do not all come from one recorded version of the code, so differences between them may "
             "come from the code as well as from the variants: " + ", ".join(named)]
+
+
+def step_axis_notes(runs: Sequence[Run]) -> list[str]:
+    """One line where some runs place episodes on the summed lengths of finished episodes (SB3's ``ts2xy``)
+    rather than the env step: what that axis is, how far it can trail, and whether the report mixes the two."""
+    finished = [run for run in runs if run.step_axis == FINISHED_STEPS_AXIS]
+    if not finished:
+        return []
+    which = "every run places" if len(finished) == len(runs) else f"{len(finished)} of {len(runs)} runs place"
+    note = (f"{which} each episode at {FINISHED_STEPS_MEANING}; runs trained before rlaux wrote episode_steps.csv "
+            "are read so")
+    if len(finished) < len(runs):
+        note += ("; the other runs are on the env-step axis, so beside them these look faster by that much "
+                 "(compare runs trained at one version of rlaux)")
+    return [note]
 
 
 def _check_budgets(runs: list[Run], warnings: list[str], truncate: bool) -> None:

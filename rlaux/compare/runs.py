@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+#: :attr:`Run.step_axis` values.
+ENV_STEP_AXIS = "env"
+FINISHED_STEPS_AXIS = "finished"
+
 #: Joins an algorithm to a variant's label where runs of several algorithms are compared: ``ppo_lstm:none``.
 ALGO_SEPARATOR = ":"
 
@@ -55,6 +59,11 @@ class Run:
     optimizer_steps: int | None = None
     #: The code it trained with (:func:`rlaux.provenance.code_label`, e.g. ``4d027d3``); None where not recorded.
     code: str | None = None
+    #: What :attr:`episode_steps` measures: :data:`ENV_STEP_AXIS`, the env step at which each episode ended (a run's
+    #: ``episode_steps.csv``, other tools' step columns), or :data:`FINISHED_STEPS_AXIS`, the summed lengths of the
+    #: episodes finished so far (SB3's ``ts2xy`` over Monitor files: rlaux runs and tables from before
+    #: ``episode_steps.csv``), which trails the env step by the steps of the episodes still running.
+    step_axis: str = ENV_STEP_AXIS
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -76,4 +85,5 @@ def short_dir(run_dir: str | os.PathLike, parts: int = 3) -> str:
 
 
 
-__all__ = ["ALGO_SEPARATOR", "LoadedRuns", "Run", "short_dir", "split_algorithm", "with_algorithm"]
+__all__ = ["ALGO_SEPARATOR", "ENV_STEP_AXIS", "FINISHED_STEPS_AXIS", "LoadedRuns", "Run", "short_dir", "split_algorithm",
+           "with_algorithm"]

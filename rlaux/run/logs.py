@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat, configure
 from torch.utils.tensorboard import SummaryWriter
 
 from rlaux.files import atomic_write_bytes
+from rlaux.run_folder import EPISODE_STEPS_HEADER
 
 
 class PurgingTensorBoard(TensorBoardOutputFormat):
@@ -70,6 +72,37 @@ def make_logger(run_dir: Path, *, verbose: int, tensorboard_dir: Path, resume_st
     return logger
 
 
+class EpisodeStepLog(BaseCallback):
+    """Appends a row ``step,rank,r,l`` to ``path`` (a run's ``episode_steps.csv``) for each training episode that
+    ends: ``step`` is ``num_timesteps`` after the vec-env step that ended it, ``r`` and ``l`` are the Monitor's
+    (``info["episode"]``), so the rows are the Monitor files' episodes, each placed on SB3's step axis."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._file: Any = None
+
+    def _on_training_start(self) -> None:
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a")  # noqa: SIM115 - open for the whole of training, closed at its end
+        if new:
+            self._file.write(EPISODE_STEPS_HEADER + "\n")
+            self._file.flush()
+
+    def _on_step(self) -> bool:
+        rows = [f"{self.num_timesteps},{rank},{info['episode']['r']},{info['episode']['l']}\n"
+                for rank, info in enumerate(self.locals["infos"]) if "episode" in info]
+        if rows:
+            self._file.write("".join(rows))
+            self._file.flush()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def logger_pending(logger: Logger) -> dict[str, Any]:
     """The values recorded but not yet dumped (numbers only), JSON friendly."""
     values, counts, excluded, dtypes = {}, {}, {}, {}
@@ -94,4 +127,5 @@ def restore_logger_pending(logger: Logger, pending: Mapping[str, Any]) -> None:
         logger.name_to_excluded[key] = tuple(ex) if ex is not None else None
 
 
-__all__ = ["PurgingTensorBoard", "continued_csv", "logger_pending", "make_logger", "restore_logger_pending"]
+__all__ = ["EpisodeStepLog", "PurgingTensorBoard", "continued_csv", "logger_pending", "make_logger",
+           "restore_logger_pending"]

@@ -5,6 +5,7 @@ A run folder holds everything about one run::
     <log_dir>/<run_name>/
         config.json          every resolved preset value and flag (enough to repeat the run)
         monitor/*.csv        SB3 Monitor files: episode returns before any reward clipping
+        episode_steps.csv    the env step at which each of those episodes ended (``rlaux.run_folder``)
         progress.csv, events.out.tfevents.*   SB3's logger (stdout, csv, tensorboard)
         final_model.zip      written atomically when the run finishes
         wandb_run.json       with --track: the W&B run that tracks it (see ``rlaux.run.tracking``)
@@ -13,7 +14,7 @@ A run folder holds everything about one run::
 ``python train_agent.py --resume <run_dir>`` continues a run from its newest valid
 checkpoint: the run's own ``config.json`` says what to run (only ``--device``,
 ``--no-progress`` and ``--verbose`` may be given with it), the step counter goes on,
-and the same progress.csv, TensorBoard run and Monitor files are continued (what was
+and the same progress.csv, TensorBoard run, Monitor files and episode_steps.csv are continued (what was
 logged after the checkpoint is cut, so no step is logged twice and none is missing).
 """
 
@@ -41,11 +42,11 @@ from rlaux.provenance import code_history, code_version
 from rlaux.run.checkpoint import PeriodicCheckpoint, latest_checkpoint, load_checkpoint
 from rlaux.run.config import RESUME_OVERRIDES, ResolvedRun, RunConfig, check_flags, load_run, resolve
 from rlaux.run.env_state import rewind_monitor_files
-from rlaux.run.logs import make_logger
+from rlaux.run.logs import EpisodeStepLog, make_logger
 from rlaux.run.model import build_model
 from rlaux.run.signals import Abort, StopOnSignal, signal_name
 from rlaux.run.tracking import Tracking, require_wandb, tracked
-from rlaux.run_folder import CONFIG_FILE
+from rlaux.run_folder import CONFIG_FILE, rewind_episode_steps
 
 
 def train(config: RunConfig, tracking: Tracking | None = None) -> Path:
@@ -115,6 +116,7 @@ def resume(run_dir: str | os.PathLike, tracking: Tracking | None = None, restart
     step = int(state["num_timesteps"])
     _record_resumed_code(run, step)
     rewind_monitor_files(run.folder.monitor_dir, state.get("monitor_rows", {}), step)
+    rewind_episode_steps(run.folder.episode_steps_csv, step)
     with tracked(run, tracking):  # before the TensorBoard writer, which W&B then syncs
         env = _make_env(run)
         try:
@@ -226,7 +228,7 @@ def _learn(run: ResolvedRun, model: AuxAlgorithmMixin, env: VecEnv, steps: int, 
     config = run.config
     saver = PeriodicCheckpoint(run.run_dir, config.save_freq, keep=config.keep_checkpoints,
                                save_replay=config.save_replay)
-    callbacks: list[BaseCallback] = [saver]
+    callbacks: list[BaseCallback] = [saver, EpisodeStepLog(run.folder.episode_steps_csv)]
     if config.eval_freq:
         eval_env = make_vec_env(run.env_spec, n_envs=1, seed=config.seed + 10_000, vec_env="dummy", training=False)
         callbacks.append(EvalWithRewards(eval_env, n_eval_episodes=config.eval_episodes,
