@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rlaux.compare.markdown import table
-from rlaux.compare.significance import exact_test
+from rlaux.compare.significance import exact_test, holm
 from rlaux.run_folder import RunFolder
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +43,9 @@ def read_runs(roots: list[str]) -> pd.DataFrame:
     rows = []
     for folder in RunFolder.find(roots):
         if not folder.evaluations.is_file():
+            continue
+        if not folder.finished:  # a run still training (or cut off) joins the check once it has finished
+            print(f"left out, unfinished: {folder.path.name}", file=sys.stderr)
             continue
         record = folder.read()
         cap = int(record["env_spec"]["env_kwargs"]["max_episode_steps"])
@@ -142,18 +146,22 @@ def rerun_section(rerun: pd.DataFrame, checked: pd.DataFrame, evaluations: pd.Da
         rows.append([r.game, f"{r.step:,}", f"{r.published:.2f}", " ".join(f"{v:.2f}" for v in theirs_v),
                      f"{theirs_v.min():.2f} to {theirs_v.max():.2f}",
                      "yes" if theirs_v.min() <= r.published <= theirs_v.max() else "no",
-                     f"{ours_v.min():.2f} to {ours_v.max():.2f}", f"{probability:.2f}", f"{p:.2g}"])
+                     f"{ours_v.min():.2f} to {ours_v.max():.2f}", f"{len(ours_v)} vs {len(theirs_v)}",
+                     f"{probability:.2f}", p])
     if not rows:
         return []
+    adjusted = holm({str(i): row[-1] for i, row in enumerate(rows)})
+    rows = [[*row[:-1], f"{row[-1]:.2g}", f"{adjusted[str(i)]:.2g}"] for i, row in enumerate(rows)]
     return ["## gymnax-blines' own PPO, rerun here at several seeds", "",
             "gymnax-blines' `train.py` at the published commit, unmodified (evosax, which it imports for its ES "
             "agents only, stubbed), with the library versions of its time, run on this machine's CPU for 1M steps "
             "per seed (`rerun_gymnax_blines.sh`; gymnax_blines_rerun.csv). *Published inside*: the published run "
             "lies within the rerun's own seed range. P(rlaux > rerun): probability that an rlaux preset seed "
             "scores above a rerun seed, with its exact two-sided p-value (all splits of the runs), one test per "
-            "checkpoint.", "",
+            f"checkpoint, and Holm's adjustment over the {len(rows)} tests of this table.", "",
             table(["game", "env steps", "published", "rerun per seed", "rerun range", "published inside",
-                   "rlaux preset range", "P(rlaux > rerun)", "exact p"], rows), ""]
+                   "rlaux preset range", "runs (rlaux vs rerun)", "P(rlaux > rerun)", "exact p",
+                   f"Holm over {len(rows)}"], rows), ""]
 
 
 def final_budget_section(later: pd.DataFrame, reference: dict) -> list[str]:
@@ -167,7 +175,9 @@ def final_budget_section(later: pd.DataFrame, reference: dict) -> list[str]:
     return ["## To the published run's final budget", "",
             "The same runs of the preset, trained on to gymnax-blines' budget (10M env steps; the first 1M of each is "
             "the run of the same seed in the table above, evaluation for evaluation), beside every later published "
-            f"checkpoint. {inside} of {len(later)} lie inside rlaux's seed range; last checkpoints: {finals}.", "",
+            f"checkpoint, with {int(later['seeds'].max())} seed(s) so far (a range over one seed is a point, which "
+            f"a published number is never inside). {inside} of {len(later)} lie inside rlaux's seed range; last "
+            f"checkpoints: {finals}.", "",
             table(CHECK_COLUMNS, check_rows(later, miss="**no**")), ""]
 
 
