@@ -45,6 +45,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def cut_csv_after(path: Path, step: int, column: str) -> list[str]:
+    """Rewrite the CSV at ``path`` (atomically) keeping its header and the complete rows whose ``column`` is at most
+    ``step``: what a run's logs said at a checkpoint, before a resumed run appends anew. A last line without its
+    newline (a write cut off) is not a row; a row whose ``column`` cannot be read is kept. Returns the header's
+    fields ([] for an empty or missing file, which is then written empty)."""
+    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
+    header = lines[0].split(",") if lines else []
+    col = header.index(column) if column in header else None
+    rows = []
+    for line in lines[1:]:
+        try:
+            if col is not None and float(line.split(",")[col]) > step:
+                continue
+        except (ValueError, IndexError):
+            pass
+        rows.append(line)
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in lines[:1] + rows).encode())
+    return header
+
+
 def atomic_save(model: Any, path: Path) -> Path:
     """``model.save`` to a temporary file in the same folder, fsync, rename over ``path``, fsync the folder."""
     path = Path(path)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from rlaux.errors import ConfigError
-from rlaux.files import atomic_write_bytes
+from rlaux.files import atomic_write_bytes, cut_csv_after
 
 CONFIG_FILE = "config.json"
 CONFIG_FORMAT = 2
@@ -180,19 +180,19 @@ class RunFolder:
         return [cls(p) for p in sorted(found)]
 
 
-def _complete_rows(path: Path) -> tuple[list[str], list[str]]:
-    """The header and the complete data lines of an ``episode_steps.csv`` (a last line without its newline,
-    from a run that was cut off while writing it, is not a row)."""
+def _complete_rows(path: Path) -> list[str]:
+    """The complete data lines of an ``episode_steps.csv`` (a last line without its newline, from a run that was cut
+    off while writing it, is not a row)."""
     lines = path.read_text().split("\n")[:-1]
     if not lines or lines[0] != EPISODE_STEPS_HEADER:
         raise ValueError(f"{path.name}: first line is not {EPISODE_STEPS_HEADER!r}")
-    return lines[:1], lines[1:]
+    return lines[1:]
 
 
 def read_episode_steps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(step, rank, r)`` of every finished episode in ``episode_steps.csv``, ordered by step then rank:
     ``int64 [n]``, ``int64 [n]``, ``float64 [n]``. ValueError naming what is wrong."""
-    _, rows = _complete_rows(Path(path))
+    rows = _complete_rows(Path(path))
     try:
         table = np.loadtxt(rows, delimiter=",", dtype=np.float64, ndmin=2).reshape(-1, 4)
     except ValueError as error:
@@ -204,12 +204,8 @@ def read_episode_steps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray,
 
 def rewind_episode_steps(path: str | os.PathLike, step: int) -> None:
     """Keep the episodes that ended by ``step`` (a checkpoint's), before a resumed run appends anew."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    header, rows = _complete_rows(path)
-    kept = [row for row in rows if int(row.split(",", 1)[0]) <= step]
-    atomic_write_bytes(path, ("\n".join(header + kept) + "\n").encode())
+    if Path(path).is_file():
+        cut_csv_after(Path(path), step, "step")
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat, configure
 from torch.utils.tensorboard import SummaryWriter
 
-from rlaux.files import atomic_write_bytes
+from rlaux.files import cut_csv_after
 from rlaux.run_folder import EPISODE_STEPS_HEADER
 
 
@@ -33,23 +33,7 @@ class PurgingTensorBoard(TensorBoardOutputFormat):
 
 def continued_csv(path: Path, step: int) -> CSVOutputFormat:
     """SB3's CSV writer appending to ``path``, first cut to the rows logged at or before ``step``."""
-    header: list[str] = []
-    rows: list[str] = []
-    if path.is_file():
-        lines = path.read_text().split("\n")[:-1]  # the last piece has no newline: unfinished or empty
-        if lines:
-            header = lines[0].split(",")
-            col = header.index("time/total_timesteps") if "time/total_timesteps" in header else None
-            for line in lines[1:]:
-                cells = line.split(",")
-                try:
-                    if col is not None and float(cells[col]) > step:
-                        continue
-                except (ValueError, IndexError):
-                    pass
-                rows.append(line)
-    content = "".join(f"{line}\n" for line in ([",".join(header)] if header else []) + rows)
-    atomic_write_bytes(path, content.encode())
+    header = cut_csv_after(path, step, "time/total_timesteps")
     fmt = CSVOutputFormat.__new__(CSVOutputFormat)
     fmt.file = open(path, "r+")  # noqa: SIM115 - owned by the logger, closed by it
     fmt.file.seek(0, os.SEEK_END)
@@ -90,9 +74,11 @@ class EpisodeStepLog(BaseCallback):
             self._file.flush()
 
     def _on_step(self) -> bool:
-        rows = [f"{self.num_timesteps},{rank},{info['episode']['r']},{info['episode']['l']}\n"
-                for rank, info in enumerate(self.locals["infos"]) if "episode" in info]
-        if rows:
+        infos = self.locals["infos"]
+        ended = [(rank, infos[rank]["episode"]) for rank in np.flatnonzero(self.locals["dones"])
+                 if "episode" in infos[rank]]  # a done without "episode": an Atari life lost, not a game
+        if ended:
+            rows = [f"{self.num_timesteps},{rank},{episode['r']},{episode['l']}\n" for rank, episode in ended]
             self._file.write("".join(rows))
             self._file.flush()
         return True

@@ -58,12 +58,15 @@ def read_runs(roots: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """``old`` with every (game, seed, episode cap, setting) that ``new`` has replaced by ``new``'s rows."""
-    key = ["game", "seed", "max_episode_steps", "setting"]
+def merge(old: pd.DataFrame, new: pd.DataFrame, key: list[str] | None = None,
+          order: list[str] | None = None) -> pd.DataFrame:
+    """``old`` with every ``key`` (default: game, seed, episode cap, setting) that ``new`` has replaced by ``new``'s
+    rows, sorted by ``order`` (default: game, setting, episode cap, seed, step)."""
+    key = key or ["game", "seed", "max_episode_steps", "setting"]
+    order = order or ["game", "setting", "max_episode_steps", "seed", "step"]
     replaced = old.set_index(key).index.isin(new.set_index(key).index)
     merged = pd.concat([old[~replaced], new], ignore_index=True)
-    return merged.sort_values(["game", "setting", "max_episode_steps", "seed", "step"]).reset_index(drop=True)
+    return merged.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def at_published_cap(evaluations: pd.DataFrame, reference: dict) -> pd.Series:

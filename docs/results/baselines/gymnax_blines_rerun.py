@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check import merge  # noqa: E402 - one merge for the study's tables
 from extract_gymnax_blines import _Reader  # noqa: E402 - the same stand-in reader as the published logs'
 
 
@@ -46,16 +47,7 @@ def read(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def merge(new: pd.DataFrame, csv: Path) -> pd.DataFrame:
-    """``new`` with the runs of ``csv`` (if it exists) that ``new`` does not hold, sorted by game, seed, step."""
-    if not csv.is_file():
-        return new
-    old = pd.read_csv(csv)
-    fresh = set(zip(new["game"], new["seed"], strict=True))
-    kept = old[[(game, seed) not in fresh for game, seed in zip(old["game"], old["seed"], strict=True)]]
-    return pd.concat([kept, new]).sort_values(["game", "seed", "step"], kind="stable").reset_index(drop=True)
-
-
 if __name__ == "__main__":
-    target = Path(sys.argv[2])
-    merge(read(Path(sys.argv[1])), target).to_csv(target, index=False)
+    target, runs = Path(sys.argv[2]), read(Path(sys.argv[1]))
+    old = pd.read_csv(target) if target.is_file() else runs.iloc[:0]
+    merge(old, runs, key=["game", "seed"], order=["game", "seed", "step"]).to_csv(target, index=False)
