@@ -22,3 +22,4 @@ fromdata docs/results/miniworld/pilot-pixel-control/runs-2026-12-02 --baseline p
 fromdata docs/results/ppg-minatar --baseline ppo:none
 python train_agent.py compare --from docs/results/ppg-minatar/episodes.csv.gz --out docs/results/ppg-minatar/vs-one-epoch \
   --baseline ppo:none-1-epoch
+python docs/results/baselines/check.py > /dev/null

@@ -187,6 +187,7 @@ def final_budget_section(later: pd.DataFrame, reference: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", default=None, help="run folders to read (default: evaluations.csv here)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write report.md into (default: here)")
     args = parser.parse_args()
     reference = json.loads(REFERENCE.read_text())
     committed = HERE / "evaluations.csv"
@@ -206,7 +207,7 @@ def main() -> None:
     later = final_budget_section(checked[preset & ~within], reference)
     if later:
         text += "\n" + "\n".join(later)
-    (HERE / "report.md").write_text(text)
+    (args.out / "report.md").write_text(text)
     print(text)
 
 
