@@ -174,3 +174,16 @@ def test_a_report_that_fails_midway_leaves_the_earlier_one_as_it_was(tmp_path, m
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")] == []
+
+
+def test_wall_time_of_a_resumed_run_sums_its_segments(tmp_path):
+    """SB3 restarts time/time_elapsed at a resume, after the log is cut back to the checkpoint: the run's wall
+    time is the sum of each segment's last value, not the last value alone."""
+    from rlaux.compare.results import read_compute
+
+    pd.DataFrame({"time/time_elapsed": [10.0, 20.0, 4.0, 9.0, 2.0, 3.0], "train/n_updates": [1, 2, 3, 4, 5, 6]}
+                 ).to_csv(tmp_path / "progress.csv", index=False)
+    assert read_compute(tmp_path) == (20.0 + 9.0 + 3.0, 6)
+    pd.DataFrame({"time/time_elapsed": [1.0, 5.0], "train/n_updates": [1, 2]}).to_csv(tmp_path / "progress.csv",
+                                                                                       index=False)
+    assert read_compute(tmp_path) == (5.0, 2)

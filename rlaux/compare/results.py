@@ -169,18 +169,19 @@ def _episode_steps(folder: RunFolder, n_episodes: int) -> tuple[np.ndarray, np.n
 
 
 def read_compute(run_dir: Path) -> tuple[float | None, int | None]:
-    """(wall seconds, optimizer steps) at the last row of ``progress.csv`` that logs them; Nones if absent.
-    A resumed run's ``time/time_elapsed`` counts from its resume (SB3 restarts the clock)."""
+    """(wall seconds, optimizer steps) of the training kept in ``progress.csv``; Nones where not logged.
+    SB3 restarts ``time/time_elapsed`` at each resume (the log is cut back to the checkpoint first), so the
+    wall time is the sum, over the segments that each drop of the clock starts, of each segment's last value:
+    the time of the steps the run kept, not of work lost after its last checkpoint."""
     path = RunFolder(run_dir).progress_csv
     try:
         frame = pd.read_csv(path, usecols=lambda c: c in ("time/time_elapsed", "train/n_updates"))
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None, None
-    values = []
-    for column, cast in (("time/time_elapsed", float), ("train/n_updates", int)):
-        logged = frame[column].dropna() if column in frame else pd.Series(dtype=float)
-        values.append(cast(logged.iloc[-1]) if len(logged) else None)
-    return values[0], values[1]
+    clock = frame["time/time_elapsed"].dropna() if "time/time_elapsed" in frame else pd.Series(dtype=float)
+    wall = float(clock[clock.shift(-1, fill_value=-np.inf) < clock].sum()) if len(clock) else None
+    updates = frame["train/n_updates"].dropna() if "train/n_updates" in frame else pd.Series(dtype=float)
+    return wall, (int(updates.iloc[-1]) if len(updates) else None)
 
 
 def read_evaluations(run_dir: Path) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
