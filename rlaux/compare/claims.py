@@ -98,7 +98,8 @@ def compute_section(runs: Sequence, variants: Sequence[str]) -> list[str]:
                      f"{budget / np.median(walls):,.0f}" if walls and np.median(walls) > 0 else "n/a"])
     return ["## Compute spent (as logged by the runs)", "",
             "Median over each variant's runs of SB3's update count (`train/n_updates`) and wall seconds "
-            "(`time/time_elapsed`) at the last logged row. SB3 counts epochs for PPO (each of "
+            "(`time/time_elapsed`; a resumed run's segments summed, since SB3 restarts the clock) at the last "
+            "logged row. SB3 counts epochs for PPO (each of "
             "n_steps x n_envs / batch_size optimizer steps) and optimizer steps for A2C; PPG's auxiliary-phase "
             "steps are not in it. Wall time depends on what else ran on the machine "
             "(a sweep's parallel workers), so compare it within one sweep only. Encoder passes per env step are "
