@@ -17,6 +17,7 @@ compare docs/results/unreal-weights/a2c --baseline none
 compare docs/results/unreal-weights/ppo --baseline none
 fromdata docs/results/a2c-minatar --baseline none
 fromdata docs/results/minatar-1m/no-sticky --baseline none-no-sticky
+fromdata docs/results/miniworld/runs-48adb0f --baseline none --curve-window 100
 fromdata docs/results/miniworld/pilot-pixel-control --baseline pc0.05 --curve-window 100
 fromdata docs/results/miniworld/pilot-pixel-control/runs-2026-12-02 --baseline pc0.05 --curve-window 100 --allow-missing-seeds
 fromdata docs/results/ppg-minatar --baseline ppo:none
